@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// Runs every test file under test/ with Node's own test runner (TypeScript through tsx).
+// Libvirt suites need a reachable libvirtd: without one they are skipped (and said so at the
+// end), unless HVSYNC_REQUIRE_LIBVIRT=1, which CI sets, turns their absence into failures.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+function findTests(dir) {
+  const found = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...findTests(path));
+    else if (entry.name.endsWith('.test.ts')) found.push(path);
+  }
+  return found.sort();
+}
+
+const filters = process.argv.slice(2);
+const files = findTests(join(root, 'test'))
+  .map((path) => relative(root, path))
+  .filter((path) => filters.length === 0 || filters.some((f) => path.includes(f)));
+if (files.length === 0) {
+  console.error(`no test files match ${filters.join(' ')}`);
+  process.exit(1);
+}
+
+const socket = process.env.HVSYNC_TEST_SOCKET ?? '/var/run/libvirt/libvirt-sock';
+const required = process.env.HVSYNC_REQUIRE_LIBVIRT === '1';
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-reporter=spec', ...files],
+  { cwd: root, stdio: 'inherit', env: process.env },
+);
+
+if (!existsSync(socket) && !required) {
+  console.log(
+    `\nnote: libvirt suites were skipped: no libvirtd socket at ${socket}.\n` +
+      '      Run scripts/provision-libvirt.sh as root (Debian 12) to install and start libvirtd,\n' +
+      '      then npm test again; HVSYNC_REQUIRE_LIBVIRT=1 makes their absence a failure.',
+  );
+}
+process.exit(result.status ?? 1);

@@ -1,0 +1,158 @@
+// The record hvsync keeps: what each instance should be (vmState), what is being done to it
+// (taskState), what the hypervisor says it is (powerState), every power-state change with its
+// cause, and a change log with revisions that watchers resume from. Asynchronous so that a
+// PostgreSQL backend fits behind the same interface as SQLite.
+import type { PowerState } from '../virt/types.ts';
+
+export type VmState =
+  | 'building'
+  | 'active'
+  | 'stopped'
+  | 'paused'
+  | 'suspended'
+  | 'error'
+  | 'deleted'
+  | 'soft-deleted'
+  | 'resized'
+  | 'rescued'
+  | 'shelved';
+
+export type TaskState = 'powering-on' | 'powering-off' | 'rebooting' | 'pausing' | 'unpausing';
+
+/** A power state, or `missing`: the hypervisor no longer lists it but did not confirm it deleted. */
+export type RecordedPowerState = PowerState | 'missing';
+
+export type Policy = 'observe' | 'enforce';
+
+export type TransitionCause = 'event' | 'reconcile' | 'action' | 'adopt';
+
+export interface InstanceRecord {
+  readonly uuid: string;
+  readonly name: string;
+  readonly host: string;
+  readonly vmState: VmState;
+  readonly taskState: TaskState | null;
+  /** Epoch ms when the task in flight began; null with no task. */
+  readonly taskStartedAt: number | null;
+  /** The last task's error, kept until the next task starts. */
+  readonly taskError: string | null;
+  readonly powerState: RecordedPowerState;
+  readonly powerReason: string;
+  /** Per-instance policy override; null follows the deployment's policy. */
+  readonly policy: Policy | null;
+  /** Increases by one on every write; writes are conditional on it. */
+  readonly version: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/** The fields a write may set; uuid, version and timestamps are the store's. */
+export type InstanceFields = Omit<InstanceRecord, 'uuid' | 'version' | 'createdAt' | 'updatedAt'>;
+
+export interface NewTransition {
+  readonly from: RecordedPowerState | null;
+  readonly to: RecordedPowerState;
+  readonly vmStateFrom: VmState | null;
+  readonly vmStateTo: VmState;
+  readonly cause: TransitionCause;
+  /** The driver's detail (`destroyed`, `finished`...) or the engine's note. */
+  readonly detail: string;
+  /** True when the change was not made through hvsync (a guest shutdown, virsh behind our back). */
+  readonly outOfBand: boolean;
+  /** When the hypervisor observed it, epoch ms. */
+  readonly observedAt: number;
+}
+
+export interface TransitionRecord extends NewTransition {
+  readonly id: number;
+  readonly uuid: string;
+  /** When it was committed, epoch ms. */
+  readonly recordedAt: number;
+}
+
+export type InstanceWrite =
+  | {
+      readonly kind: 'create';
+      readonly uuid: string;
+      readonly fields: InstanceFields;
+      readonly transition?: NewTransition;
+    }
+  | {
+      readonly kind: 'update';
+      readonly uuid: string;
+      /** The version the writer read; the write fails with `conflict` if it changed since. */
+      readonly expectedVersion: number;
+      readonly patch: Partial<InstanceFields>;
+      readonly transition?: NewTransition;
+    };
+
+export type WriteResult =
+  | { readonly ok: true; readonly instance: InstanceRecord; readonly revision: number }
+  | {
+      readonly ok: false;
+      /** conflict: the version moved; exists: create of a known uuid; not-found: update of an unknown one. */
+      readonly reason: 'conflict' | 'exists' | 'not-found';
+      readonly current: InstanceRecord | null;
+    };
+
+export interface ChangeRecord {
+  readonly revision: number;
+  readonly type: 'created' | 'updated';
+  readonly instance: InstanceRecord;
+  readonly at: number;
+}
+
+export interface ChangesPage {
+  readonly changes: ChangeRecord[];
+  /** The oldest revision still kept; a watcher asking for anything older must re-list. */
+  readonly oldestRevision: number;
+  readonly latestRevision: number;
+}
+
+export interface HostRecord {
+  readonly name: string;
+  readonly driver: string;
+  readonly connected: boolean;
+  readonly lastSeenAt: number;
+  readonly lastReconcileAt: number | null;
+}
+
+export interface InstanceFilter {
+  readonly host?: string;
+  readonly vmState?: VmState;
+  readonly powerState?: RecordedPowerState;
+  /** Page size; the store caps it. */
+  readonly limit?: number;
+  /** Keyset pagination: uuids strictly greater than this. */
+  readonly after?: string;
+}
+
+export interface Store {
+  getInstance(uuid: string): Promise<InstanceRecord | null>;
+  listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
+  /** Conditional write. Writes arriving together are committed in one transaction. */
+  write(write: InstanceWrite): Promise<WriteResult>;
+  /** Transitions of one instance, newest first. */
+  history(uuid: string, options?: { limit?: number; beforeId?: number }): Promise<TransitionRecord[]>;
+  /** Changes with revision > `since`, oldest first. */
+  changesSince(since: number, limit?: number): Promise<ChangesPage>;
+  /** Called after each commit with the changes it made, in revision order. */
+  subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
+  upsertHost(host: HostRecord): Promise<void>;
+  listHosts(): Promise<HostRecord[]>;
+  /** Commits what is pending, then closes. */
+  close(): Promise<void>;
+}
+
+export type StoreErrorCode = 'migration-failed' | 'closed' | 'corrupt' | 'io';
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
