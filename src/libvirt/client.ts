@@ -1,0 +1,591 @@
+// A libvirt RPC client in Node's event loop: one socket carries calls, replies, events and
+// keepalives, so there is no event thread, no self-pipe and no second connection for events.
+import { createConnection, type Socket } from 'node:net';
+import {
+  eventDetailName,
+  eventName,
+  stateName,
+  stateReasonName,
+  type EventName,
+  type StateName,
+} from './enums.ts';
+import { LibvirtClientError, LibvirtError, protocolError } from './errors.ts';
+import {
+  decodePacket,
+  encodePacket,
+  FrameDecoder,
+  KeepaliveProc,
+  MessageStatus,
+  MessageType,
+  Program,
+  PROTOCOL_VERSION,
+  type Packet,
+} from './packet.ts';
+import {
+  AuthType,
+  Feature,
+  Limit,
+  Proc,
+  readDomain,
+  readDomainList,
+  readDomainStats,
+  readLifecycleMessage,
+  readRebootMessage,
+  readRemoteError,
+  STATS_STATE,
+  uuidToBytes,
+  writeDomain,
+  type Domain,
+} from './remote.ts';
+import { DEFAULT_URI, resolveUri, type Endpoint } from './uri.ts';
+import { XdrReader, XdrWriter } from './xdr.ts';
+
+export type CloseReason = 'eof' | 'error' | 'keepalive' | 'client';
+
+export interface ConnectOptions {
+  /** libvirt URI; default qemu:///system. */
+  readonly uri?: string;
+  /** Per-call reply timeout; 0 waits forever. Default 30 s. */
+  readonly callTimeoutMs?: number;
+  /** How long opening the socket and the handshake may take. Default 10 s. */
+  readonly connectTimeoutMs?: number;
+  /** Send a PING after this long without hearing from the daemon; 0 disables. Default 5 s. */
+  readonly keepaliveIntervalMs?: number;
+  /** Unanswered PINGs tolerated before closing with reason `keepalive`. Default 5. */
+  readonly keepaliveCount?: number;
+}
+
+export interface LifecycleEventMessage {
+  readonly domain: Domain;
+  readonly event: EventName | number;
+  readonly detail: string | number;
+  /** libvirt's raw numbers, for callers that map them themselves. */
+  readonly eventCode: number;
+  readonly detailCode: number;
+  /** When the client received it, epoch ms. */
+  readonly receivedAt: number;
+}
+
+export interface RebootEventMessage {
+  readonly domain: Domain;
+  readonly receivedAt: number;
+}
+
+export interface DomainStateInfo {
+  readonly state: StateName | number;
+  readonly reason: string | number;
+  readonly stateCode: number;
+  readonly reasonCode: number;
+}
+
+export interface DomainWithState extends DomainStateInfo {
+  readonly domain: Domain;
+}
+
+interface PendingCall {
+  readonly procedure: number;
+  readonly resolve: (body: Buffer) => void;
+  readonly reject: (error: Error) => void;
+  readonly timer: NodeJS.Timeout | undefined;
+}
+
+type Listener<T> = (value: T) => void;
+
+/** virConnectListAllDomains flags worth naming. */
+export const ListDomainsFlags = {
+  ACTIVE: 1,
+  INACTIVE: 2,
+  PERSISTENT: 4,
+  TRANSIENT: 8,
+  RUNNING: 16,
+  PAUSED: 32,
+  SHUTOFF: 64,
+} as const;
+
+/** virDomainUndefineFlags worth naming. */
+export const UndefineFlags = {
+  MANAGED_SAVE: 1,
+  SNAPSHOTS_METADATA: 2,
+  NVRAM: 4,
+  CHECKPOINTS_METADATA: 32,
+} as const;
+
+/** virDomainShutdownFlagValues / virDomainRebootFlagValues. */
+export const ShutdownFlags = { DEFAULT: 0, ACPI: 1, GUEST_AGENT: 2 } as const;
+
+/** virConnectCloseReason, as the daemon's connection-closed message carries it. */
+const DAEMON_CLOSE_REASONS = ['error', 'eof', 'keepalive', 'client'] as const;
+
+export class LibvirtClient {
+  readonly uri: string;
+  private readonly socket: Socket;
+  private readonly decoder = new FrameDecoder();
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly lifecycleListeners = new Set<Listener<LifecycleEventMessage>>();
+  private readonly rebootListeners = new Set<Listener<RebootEventMessage>>();
+  private readonly closeListeners = new Set<(reason: CloseReason, error?: Error) => void>();
+  private readonly daemonCloseListeners = new Set<Listener<string | number>>();
+  private readonly callTimeoutMs: number;
+  private nextSerial = 1;
+  private closedWith: { reason: CloseReason; error?: Error } | null = null;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private lastHeardAt = Date.now();
+  private unansweredPings = 0;
+
+  private constructor(socket: Socket, uri: string, callTimeoutMs: number) {
+    this.socket = socket;
+    this.uri = uri;
+    this.callTimeoutMs = callTimeoutMs;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error) => this.terminate('error', error));
+    socket.on('close', () => this.terminate('eof'));
+  }
+
+  /** Opens the socket, runs the handshake libvirt's own client runs, and returns a ready client. */
+  static async connect(options: ConnectOptions = {}): Promise<LibvirtClient> {
+    const uri = options.uri ?? DEFAULT_URI;
+    const resolved = resolveUri(uri);
+    const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const socket = await openSocket(resolved.endpoint, connectTimeoutMs);
+    const client = new LibvirtClient(socket, uri, options.callTimeoutMs ?? 30_000);
+    try {
+      await client.handshake(resolved.name, connectTimeoutMs);
+    } catch (error) {
+      client.terminate('error', error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+    client.startKeepalive(options.keepaliveIntervalMs ?? 5_000, options.keepaliveCount ?? 5);
+    return client;
+  }
+
+  get closed(): boolean {
+    return this.closedWith !== null;
+  }
+
+  // ---- notifications ---------------------------------------------------------------------
+
+  onLifecycle(listener: Listener<LifecycleEventMessage>): () => void {
+    this.lifecycleListeners.add(listener);
+    return () => this.lifecycleListeners.delete(listener);
+  }
+
+  onReboot(listener: Listener<RebootEventMessage>): () => void {
+    this.rebootListeners.add(listener);
+    return () => this.rebootListeners.delete(listener);
+  }
+
+  /** Called once when the connection ends, whoever ended it. */
+  onClose(listener: (reason: CloseReason, error?: Error) => void): () => void {
+    if (this.closedWith) {
+      const { reason, error } = this.closedWith;
+      queueMicrotask(() => listener(reason, error));
+      return () => {};
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  /** The daemon's own word that it is closing this connection (before the socket drops). */
+  onDaemonClose(listener: Listener<string | number>): () => void {
+    this.daemonCloseListeners.add(listener);
+    return () => this.daemonCloseListeners.delete(listener);
+  }
+
+  // ---- typed calls -----------------------------------------------------------------------
+
+  async getLibVersion(): Promise<string> {
+    const r = await this.callReader(Proc.CONNECT_GET_LIB_VERSION);
+    const version = Number(r.u64());
+    return `${Math.floor(version / 1_000_000)}.${Math.floor(version / 1000) % 1000}.${version % 1000}`;
+  }
+
+  async getHostname(): Promise<string> {
+    return (await this.callReader(Proc.CONNECT_GET_HOSTNAME)).string(Limit.STRING, 'hostname');
+  }
+
+  async getUri(): Promise<string> {
+    return (await this.callReader(Proc.CONNECT_GET_URI)).string(Limit.STRING, 'uri');
+  }
+
+  async listAllDomains(flags = 0): Promise<Domain[]> {
+    const args = new XdrWriter().i32(1).u32(flags);
+    const r = await this.callReader(Proc.CONNECT_LIST_ALL_DOMAINS, args);
+    const domains = readDomainList(r);
+    r.u32();
+    return domains;
+  }
+
+  async lookupByUuid(uuid: string): Promise<Domain> {
+    const r = await this.callReader(
+      Proc.DOMAIN_LOOKUP_BY_UUID,
+      new XdrWriter().fixedOpaque(uuidToBytes(uuid)),
+    );
+    return readDomain(r);
+  }
+
+  async lookupByName(name: string): Promise<Domain> {
+    const r = await this.callReader(Proc.DOMAIN_LOOKUP_BY_NAME, new XdrWriter().string(name));
+    return readDomain(r);
+  }
+
+  async getState(domain: Domain): Promise<DomainStateInfo> {
+    const r = await this.callReader(Proc.DOMAIN_GET_STATE, domainArgs(domain).u32(0));
+    return describeState(r.i32(), r.i32());
+  }
+
+  /** Every domain's state and reason in one round trip (virConnectGetAllDomainStats, STATE group). */
+  async getAllDomainStates(flags = 0): Promise<DomainWithState[]> {
+    const args = new XdrWriter().u32(0).u32(STATS_STATE).u32(flags);
+    const r = await this.callReader(Proc.CONNECT_GET_ALL_DOMAIN_STATS, args);
+    return readDomainStats(r).map(({ domain, params }) => {
+      const state = params.get('state.state');
+      const reason = params.get('state.reason');
+      if (typeof state !== 'number' || typeof reason !== 'number') {
+        throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
+      }
+      return { domain, ...describeState(state, reason) };
+    });
+  }
+
+  async defineXml(xml: string): Promise<Domain> {
+    return readDomain(await this.callReader(Proc.DOMAIN_DEFINE_XML, new XdrWriter().string(xml)));
+  }
+
+  async undefine(domain: Domain, flags = 0): Promise<void> {
+    await this.call(Proc.DOMAIN_UNDEFINE_FLAGS, domainArgs(domain).u32(flags));
+  }
+
+  /** Starts a defined domain; returns it with its new id. */
+  async create(domain: Domain, flags = 0): Promise<Domain> {
+    const r = await this.callReader(Proc.DOMAIN_CREATE_WITH_FLAGS, domainArgs(domain).u32(flags));
+    return readDomain(r);
+  }
+
+  async shutdown(domain: Domain, flags = 0): Promise<void> {
+    await this.call(Proc.DOMAIN_SHUTDOWN_FLAGS, domainArgs(domain).u32(flags));
+  }
+
+  async destroy(domain: Domain, flags = 0): Promise<void> {
+    await this.call(Proc.DOMAIN_DESTROY_FLAGS, domainArgs(domain).u32(flags));
+  }
+
+  async reboot(domain: Domain, flags = 0): Promise<void> {
+    await this.call(Proc.DOMAIN_REBOOT, domainArgs(domain).u32(flags));
+  }
+
+  async reset(domain: Domain): Promise<void> {
+    await this.call(Proc.DOMAIN_RESET, domainArgs(domain).u32(0));
+  }
+
+  async suspend(domain: Domain): Promise<void> {
+    await this.call(Proc.DOMAIN_SUSPEND, domainArgs(domain));
+  }
+
+  async resume(domain: Domain): Promise<void> {
+    await this.call(Proc.DOMAIN_RESUME, domainArgs(domain));
+  }
+
+  /** Registers for an event id (DomainEventId) on every domain; returns the callback id. */
+  async registerDomainEvent(eventId: number): Promise<number> {
+    const args = new XdrWriter().i32(eventId).bool(false);
+    return (await this.callReader(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, args)).i32();
+  }
+
+  async deregisterDomainEvent(callbackId: number): Promise<void> {
+    await this.call(
+      Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+      new XdrWriter().i32(callbackId),
+    );
+  }
+
+  /** Sends CONNECT_CLOSE (briefly), then drops the socket. Pending calls reject. */
+  async close(): Promise<void> {
+    if (this.closedWith) return;
+    try {
+      await this.call(Proc.CONNECT_CLOSE, undefined, { timeoutMs: 1000 });
+    } catch {
+      // The daemon may already be gone; closing must succeed regardless.
+    }
+    this.terminate('client');
+  }
+
+  // ---- the RPC core ----------------------------------------------------------------------
+
+  /** One call on the REMOTE program; resolves with the reply payload. */
+  call(
+    procedure: number,
+    args?: XdrWriter,
+    options: { timeoutMs?: number } = {},
+  ): Promise<Buffer> {
+    if (this.closedWith) {
+      return Promise.reject(new LibvirtClientError('closed', 'the libvirt connection is closed'));
+    }
+    const serial = this.nextSerial;
+    this.nextSerial = (this.nextSerial + 1) >>> 0 || 1;
+    const timeoutMs = options.timeoutMs ?? this.callTimeoutMs;
+    return new Promise<Buffer>((resolve, reject) => {
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.pending.delete(serial);
+              reject(
+                new LibvirtClientError(
+                  'timeout',
+                  `libvirt procedure ${procedure} got no reply within ${timeoutMs} ms`,
+                ),
+              );
+            }, timeoutMs)
+          : undefined;
+      this.pending.set(serial, { procedure, resolve, reject, timer });
+      this.send(Program.REMOTE, procedure, MessageType.CALL, serial, args?.bytes());
+    });
+  }
+
+  private async callReader(procedure: number, args?: XdrWriter): Promise<XdrReader> {
+    return new XdrReader(await this.call(procedure, args));
+  }
+
+  private send(
+    program: number,
+    procedure: number,
+    type: number,
+    serial: number,
+    body?: Uint8Array,
+  ): void {
+    const frame = encodePacket(
+      { program, version: PROTOCOL_VERSION, procedure, type, serial, status: MessageStatus.OK },
+      body,
+    );
+    this.socket.write(frame);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closedWith) return;
+    this.lastHeardAt = Date.now();
+    this.unansweredPings = 0;
+    try {
+      for (const frame of this.decoder.push(chunk)) {
+        this.route(decodePacket(frame));
+        if (this.closedWith) return;
+      }
+    } catch (error) {
+      this.terminate('error', error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  /** Routes by message type first: replies by serial, messages by program and procedure. */
+  private route(packet: Packet): void {
+    const { header } = packet;
+    switch (header.type) {
+      case MessageType.REPLY:
+        return this.onReply(packet);
+      case MessageType.MESSAGE:
+        if (header.program === Program.KEEPALIVE) return this.onKeepalive(header.procedure);
+        if (header.program === Program.REMOTE) return this.onEvent(packet);
+        return; // other programs' messages (QEMU monitor events) are not ours to handle
+      default:
+        throw protocolError(`unexpected message type ${header.type} from the daemon`);
+    }
+  }
+
+  private onReply({ header, body }: Packet): void {
+    if (header.program !== Program.REMOTE) {
+      throw protocolError(`reply for program 0x${header.program.toString(16)} we never called`);
+    }
+    const call = this.pending.get(header.serial);
+    // A late reply to a call that already timed out: nothing is waiting for it.
+    if (!call) return;
+    if (call.procedure !== header.procedure) {
+      throw protocolError(
+        `reply serial ${header.serial} is for procedure ${header.procedure}, not ${call.procedure}`,
+      );
+    }
+    this.pending.delete(header.serial);
+    clearTimeout(call.timer);
+    if (header.status === MessageStatus.OK) {
+      call.resolve(body);
+    } else if (header.status === MessageStatus.ERROR) {
+      const reader = new XdrReader(body);
+      call.reject(new LibvirtError(readRemoteError(reader)));
+    } else {
+      throw protocolError(`unexpected status ${header.status} on a reply`);
+    }
+  }
+
+  private onKeepalive(procedure: number): void {
+    if (procedure === KeepaliveProc.PING) {
+      this.send(Program.KEEPALIVE, KeepaliveProc.PONG, MessageType.MESSAGE, 0);
+    }
+    // A PONG needs no handling: hearing anything at all already reset the counter.
+  }
+
+  private onEvent({ header, body }: Packet): void {
+    const receivedAt = Date.now();
+    switch (header.procedure) {
+      case Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE: {
+        const m = readLifecycleMessage(new XdrReader(body));
+        const message: LifecycleEventMessage = {
+          domain: m.domain,
+          event: eventName(m.event),
+          detail: eventDetailName(m.event, m.detail),
+          eventCode: m.event,
+          detailCode: m.detail,
+          receivedAt,
+        };
+        return notify(this.lifecycleListeners, message);
+      }
+      case Proc.DOMAIN_EVENT_CALLBACK_REBOOT: {
+        const m = readRebootMessage(new XdrReader(body));
+        return notify(this.rebootListeners, { domain: m.domain, receivedAt });
+      }
+      case Proc.CONNECT_EVENT_CONNECTION_CLOSED: {
+        const reader = new XdrReader(body);
+        const reason = reader.i32();
+        reader.end('connection closed event');
+        return notify(this.daemonCloseListeners, DAEMON_CLOSE_REASONS[reason] ?? reason);
+      }
+      default:
+        return; // an event we did not register for, or one newer than us
+    }
+  }
+
+  private startKeepalive(intervalMs: number, count: number): void {
+    if (intervalMs <= 0) return;
+    this.keepaliveTimer = setInterval(() => {
+      if (Date.now() - this.lastHeardAt < intervalMs) return;
+      if (this.unansweredPings >= count) {
+        this.terminate(
+          'keepalive',
+          new LibvirtClientError(
+            'closed',
+            `libvirtd did not answer ${count} keepalive pings ${intervalMs} ms apart`,
+          ),
+        );
+        return;
+      }
+      this.unansweredPings++;
+      this.send(Program.KEEPALIVE, KeepaliveProc.PING, MessageType.MESSAGE, 0);
+    }, intervalMs);
+    this.keepaliveTimer.unref();
+  }
+
+  private async handshake(name: string, timeoutMs: number): Promise<void> {
+    const options = { timeoutMs };
+    const auth = new XdrReader(await this.call(Proc.AUTH_LIST, undefined, options));
+    const types = auth.array(Limit.AUTH_TYPE_LIST, 4, (r) => r.i32(), 'auth types');
+    if (types.length > 0 && !types.includes(AuthType.NONE)) {
+      if (!types.includes(AuthType.POLKIT)) {
+        throw new LibvirtClientError(
+          'auth',
+          `libvirtd requires authentication this client does not support (auth types ${types.join(', ')}); ` +
+            'use a socket that allows auth none, or polkit as root',
+        );
+      }
+      // Polkit lets root through; anyone else gets libvirt's own refusal as a LibvirtError.
+      await this.call(70, undefined, options);
+    }
+    await this.supportsFeature(Feature.PROGRAM_KEEPALIVE, options);
+    await this.call(
+      Proc.CONNECT_OPEN,
+      new XdrWriter().optional(name, (w, v) => w.string(v)).u32(0),
+      options,
+    );
+    if (!(await this.supportsFeature(Feature.REMOTE_EVENT_CALLBACK, options))) {
+      throw new LibvirtClientError(
+        'connect',
+        'libvirtd does not support event callbacks (libvirt 1.2.1 or newer is needed)',
+      );
+    }
+    if (await this.supportsFeature(Feature.REMOTE_CLOSE_CALLBACK, options)) {
+      await this.call(Proc.CONNECT_REGISTER_CLOSE_CALLBACK, undefined, options);
+    }
+  }
+
+  private async supportsFeature(feature: number, options: { timeoutMs: number }): Promise<boolean> {
+    const r = new XdrReader(
+      await this.call(Proc.CONNECT_SUPPORTS_FEATURE, new XdrWriter().i32(feature), options),
+    );
+    return r.i32() !== 0;
+  }
+
+  /** Ends the connection once: rejects every pending call and tells the close listeners. */
+  private terminate(reason: CloseReason, error?: Error): void {
+    if (this.closedWith) return;
+    this.closedWith = { reason, error };
+    clearInterval(this.keepaliveTimer);
+    this.socket.destroy();
+    const failure = new LibvirtClientError(
+      'closed',
+      `libvirt connection closed (${reason})${error ? `: ${error.message}` : ''}`,
+      { cause: error },
+    );
+    for (const call of this.pending.values()) {
+      clearTimeout(call.timer);
+      call.reject(failure);
+    }
+    this.pending.clear();
+    for (const listener of this.closeListeners) {
+      try {
+        listener(reason, error);
+      } catch {
+        // A listener's failure must not stop the others from hearing about the close.
+      }
+    }
+    this.closeListeners.clear();
+  }
+}
+
+function domainArgs(domain: Domain): XdrWriter {
+  const writer = new XdrWriter();
+  writeDomain(writer, domain);
+  return writer;
+}
+
+function describeState(stateCode: number, reasonCode: number): DomainStateInfo {
+  return {
+    state: stateName(stateCode),
+    reason: stateReasonName(stateCode, reasonCode),
+    stateCode,
+    reasonCode,
+  };
+}
+
+function notify<T>(listeners: Set<Listener<T>>, value: T): void {
+  for (const listener of listeners) {
+    try {
+      listener(value);
+    } catch {
+      // One listener's bug must not cost the others their events or kill the connection.
+    }
+  }
+}
+
+function openSocket(endpoint: Endpoint, timeoutMs: number): Promise<Socket> {
+  const where = endpoint.transport === 'unix' ? endpoint.path : `${endpoint.host}:${endpoint.port}`;
+  return new Promise((resolve, reject) => {
+    const socket =
+      endpoint.transport === 'unix'
+        ? createConnection({ path: endpoint.path })
+        : createConnection({ host: endpoint.host, port: endpoint.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new LibvirtClientError('connect', `timed out connecting to libvirt at ${where}`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        new LibvirtClientError(
+          'connect',
+          `cannot connect to libvirt at ${where}: ${error.code ?? error.message}`,
+          { cause: error },
+        ),
+      );
+    });
+  });
+}
