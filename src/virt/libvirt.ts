@@ -1,0 +1,294 @@
+// The libvirt driver: maps libvirt's events, states and reasons onto the engine's vocabulary,
+// lists with the all-domain-stats call (one round trip, never one call per domain), and keeps a
+// connection up, re-registering for events on every reconnect.
+import {
+  DEFAULT_URI,
+  DomainEventId,
+  DomainState,
+  LibvirtClient,
+  LibvirtClientError,
+  LibvirtError,
+  type ConnectOptions,
+  type Domain,
+  type DomainStateInfo,
+  type LifecycleEventMessage,
+} from '../libvirt/index.ts';
+import {
+  DriverError,
+  type DriverEvent,
+  type DriverEventListener,
+  type HypervisorDriver,
+  type ObservedInstance,
+  type PowerState,
+  type RebootOptions,
+  type StopOptions,
+  type Transition,
+} from './types.ts';
+
+export interface LibvirtDriverOptions extends Omit<ConnectOptions, 'uri'> {
+  readonly uri?: string;
+  /** First and largest delay between reconnect attempts. */
+  readonly reconnectMinMs?: number;
+  readonly reconnectMaxMs?: number;
+  /** How often a graceful stop checks whether the guest is off yet. */
+  readonly stopPollMs?: number;
+}
+
+const STATE_TO_POWER: Record<number, PowerState> = {
+  [DomainState.NOSTATE]: 'nostate',
+  [DomainState.RUNNING]: 'running',
+  // BLOCKED means running but waiting on a resource: for a control plane it is running.
+  [DomainState.BLOCKED]: 'running',
+  [DomainState.PAUSED]: 'paused',
+  [DomainState.SHUTDOWN]: 'shutdown',
+  [DomainState.SHUTOFF]: 'shutoff',
+  [DomainState.CRASHED]: 'crashed',
+  [DomainState.PMSUSPENDED]: 'suspended',
+};
+
+/** What each lifecycle event implies about the power state right after it. */
+const EVENT_TO_POWER: Record<Transition, PowerState | null> = {
+  defined: null,
+  undefined: null,
+  started: 'running',
+  suspended: 'paused',
+  resumed: 'running',
+  stopped: 'shutoff',
+  shutdown: 'shutdown',
+  pmsuspended: 'suspended',
+  crashed: 'crashed',
+  rebooted: null,
+};
+
+export function powerStateOf(state: DomainStateInfo): ObservedInstance['powerState'] {
+  return STATE_TO_POWER[state.stateCode] ?? 'nostate';
+}
+
+/** Maps one libvirt lifecycle message; null for an event type newer than this code. */
+export function mapLifecycle(message: LifecycleEventMessage): DriverEvent | null {
+  if (typeof message.event === 'number') return null;
+  const transition: Transition = message.event;
+  return {
+    kind: 'lifecycle',
+    uuid: message.domain.uuid,
+    name: message.domain.name,
+    transition,
+    detail: String(message.detail),
+    powerState: EVENT_TO_POWER[transition],
+    observedAt: message.receivedAt,
+  };
+}
+
+export class LibvirtDriver implements HypervisorDriver {
+  readonly kind = 'libvirt';
+  readonly uri: string;
+  private client: LibvirtClient | null = null;
+  private readonly listeners = new Set<DriverEventListener>();
+  private closing = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelayMs: number;
+
+  constructor(private readonly options: LibvirtDriverOptions = {}) {
+    this.uri = options.uri ?? DEFAULT_URI;
+    this.reconnectDelayMs = options.reconnectMinMs ?? 500;
+  }
+
+  get connected(): boolean {
+    return this.client !== null && !this.client.closed;
+  }
+
+  /** Connects once; the first failure is the caller's to see. Later losses reconnect by themselves. */
+  async connect(): Promise<void> {
+    this.closing = false;
+    await this.open();
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    this.client = null;
+    await client?.close();
+  }
+
+  registerEventListener(listener: DriverEventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async hostname(): Promise<string> {
+    return this.guard((c) => c.getHostname());
+  }
+
+  async listInstances(): Promise<ObservedInstance[]> {
+    const states = await this.guard((c) => c.getAllDomainStates());
+    return states.map((s) => observed(s.domain, s));
+  }
+
+  async getPowerState(uuid: string): Promise<ObservedInstance | null> {
+    try {
+      return await this.guard(async (c) => {
+        const domain = await c.lookupByUuid(uuid);
+        return observed(domain, await c.getState(domain));
+      });
+    } catch (error) {
+      if (error instanceof DriverError && error.code === 'not-found') return null;
+      throw error;
+    }
+  }
+
+  start(uuid: string): Promise<void> {
+    return this.onDomain(uuid, (c, d) => c.create(d));
+  }
+
+  async stop(uuid: string, options: StopOptions = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const pollMs = this.options.stopPollMs ?? 250;
+    await this.onDomain(uuid, (c, d) => c.shutdown(d));
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const state = await this.getPowerState(uuid);
+      if (!state || state.powerState === 'shutoff') return;
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+    // The guest ignored the request: graceful has had its chance.
+    await this.forceStop(uuid);
+  }
+
+  forceStop(uuid: string): Promise<void> {
+    return this.onDomain(uuid, (c, d) => c.destroy(d));
+  }
+
+  reboot(uuid: string, options: RebootOptions = {}): Promise<void> {
+    if (!options.hard) return this.onDomain(uuid, (c, d) => c.reboot(d));
+    // A hard reboot is a power cycle, as Nova does it: off, then on again.
+    return this.onDomain(uuid, async (c, d) => {
+      await c.destroy(d);
+      await c.create(d);
+    });
+  }
+
+  pause(uuid: string): Promise<void> {
+    return this.onDomain(uuid, (c, d) => c.suspend(d));
+  }
+
+  resume(uuid: string): Promise<void> {
+    return this.onDomain(uuid, (c, d) => c.resume(d));
+  }
+
+  // ---- connection ------------------------------------------------------------------------
+
+  private async open(): Promise<void> {
+    const { reconnectMinMs: _min, reconnectMaxMs: _max, stopPollMs: _poll, ...connect } =
+      this.options;
+    const client = await LibvirtClient.connect({ ...connect, uri: this.uri });
+    try {
+      // Register before announcing the connection: the engine reconciles on `connected`, and
+      // anything that changes after its listing must reach it as an event.
+      client.onLifecycle((message) => {
+        const event = mapLifecycle(message);
+        if (event) this.emit(event);
+      });
+      client.onReboot(({ domain, receivedAt }) =>
+        this.emit({
+          kind: 'lifecycle',
+          uuid: domain.uuid,
+          name: domain.name,
+          transition: 'rebooted',
+          detail: 'reboot',
+          powerState: null,
+          observedAt: receivedAt,
+        }),
+      );
+      await client.registerDomainEvent(DomainEventId.LIFECYCLE);
+      await client.registerDomainEvent(DomainEventId.REBOOT);
+    } catch (error) {
+      await client.close();
+      throw mapError(error);
+    }
+    if (this.closing) {
+      await client.close();
+      return;
+    }
+    this.client = client;
+    this.reconnectDelayMs = this.options.reconnectMinMs ?? 500;
+    client.onClose((reason, error) => {
+      if (this.client !== client) return;
+      this.client = null;
+      this.emit({
+        kind: 'disconnected',
+        reason: error ? `${reason}: ${error.message}` : reason,
+        observedAt: Date.now(),
+      });
+      this.scheduleReconnect();
+    });
+    this.emit({ kind: 'connected', observedAt: Date.now() });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closing) return;
+    const delay = this.reconnectDelayMs;
+    this.reconnectDelayMs = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
+    this.reconnectTimer = setTimeout(() => {
+      this.open().catch(() => this.scheduleReconnect());
+    }, delay);
+  }
+
+  private emit(event: DriverEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's bug must not cost the others their events.
+      }
+    }
+  }
+
+  private async guard<T>(work: (client: LibvirtClient) => Promise<T>): Promise<T> {
+    const client = this.client;
+    if (!client || client.closed) {
+      throw new DriverError('disconnected', `not connected to libvirt at ${this.uri}`);
+    }
+    try {
+      return await work(client);
+    } catch (error) {
+      throw mapError(error);
+    }
+  }
+
+  private onDomain(
+    uuid: string,
+    work: (client: LibvirtClient, domain: Domain) => Promise<unknown>,
+  ): Promise<void> {
+    return this.guard(async (c) => {
+      await work(c, await c.lookupByUuid(uuid));
+    });
+  }
+}
+
+function observed(domain: Domain, state: DomainStateInfo): ObservedInstance {
+  return {
+    uuid: domain.uuid,
+    name: domain.name,
+    powerState: powerStateOf(state),
+    reason: String(state.reason),
+  };
+}
+
+function mapError(error: unknown): DriverError {
+  if (error instanceof DriverError) return error;
+  if (error instanceof LibvirtError) {
+    if (error.isNoDomain) return new DriverError('not-found', error.message, { cause: error });
+    if (error.isOperationInvalid) {
+      return new DriverError('invalid-state', error.message, { cause: error });
+    }
+    return new DriverError('failed', error.message, { cause: error });
+  }
+  if (error instanceof LibvirtClientError) {
+    const code = error.code === 'timeout' ? 'timeout' : 'disconnected';
+    return new DriverError(code, error.message, { cause: error });
+  }
+  return new DriverError('failed', error instanceof Error ? error.message : String(error), {
+    cause: error,
+  });
+}
