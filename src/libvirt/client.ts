@@ -194,108 +194,104 @@ export class LibvirtClient {
   // ---- typed calls -----------------------------------------------------------------------
 
   async getLibVersion(): Promise<string> {
-    const r = await this.callReader(Proc.CONNECT_GET_LIB_VERSION);
-    const version = Number(r.u64());
+    const version = Number(
+      await this.request(Proc.CONNECT_GET_LIB_VERSION, undefined, (r) => r.u64()),
+    );
     return `${Math.floor(version / 1_000_000)}.${Math.floor(version / 1000) % 1000}.${version % 1000}`;
   }
 
-  async getHostname(): Promise<string> {
-    return (await this.callReader(Proc.CONNECT_GET_HOSTNAME)).string(Limit.STRING, 'hostname');
+  getHostname(): Promise<string> {
+    return this.request(Proc.CONNECT_GET_HOSTNAME, undefined, (r) => r.string(Limit.STRING));
   }
 
-  async getUri(): Promise<string> {
-    return (await this.callReader(Proc.CONNECT_GET_URI)).string(Limit.STRING, 'uri');
+  getUri(): Promise<string> {
+    return this.request(Proc.CONNECT_GET_URI, undefined, (r) => r.string(Limit.STRING));
   }
 
-  async listAllDomains(flags = 0): Promise<Domain[]> {
-    const args = new XdrWriter().i32(1).u32(flags);
-    const r = await this.callReader(Proc.CONNECT_LIST_ALL_DOMAINS, args);
-    const domains = readDomainList(r);
-    r.u32();
-    return domains;
-  }
-
-  async lookupByUuid(uuid: string): Promise<Domain> {
-    const r = await this.callReader(
-      Proc.DOMAIN_LOOKUP_BY_UUID,
-      new XdrWriter().fixedOpaque(uuidToBytes(uuid)),
-    );
-    return readDomain(r);
-  }
-
-  async lookupByName(name: string): Promise<Domain> {
-    const r = await this.callReader(Proc.DOMAIN_LOOKUP_BY_NAME, new XdrWriter().string(name));
-    return readDomain(r);
-  }
-
-  async getState(domain: Domain): Promise<DomainStateInfo> {
-    const r = await this.callReader(Proc.DOMAIN_GET_STATE, domainArgs(domain).u32(0));
-    return describeState(r.i32(), r.i32());
-  }
-
-  /** Every domain's state and reason in one round trip (virConnectGetAllDomainStats, STATE group). */
-  async getAllDomainStates(flags = 0): Promise<DomainWithState[]> {
-    const args = new XdrWriter().u32(0).u32(STATS_STATE).u32(flags);
-    const r = await this.callReader(Proc.CONNECT_GET_ALL_DOMAIN_STATS, args);
-    return readDomainStats(r).map(({ domain, params }) => {
-      const state = params.get('state.state');
-      const reason = params.get('state.reason');
-      if (typeof state !== 'number' || typeof reason !== 'number') {
-        throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
-      }
-      return { domain, ...describeState(state, reason) };
+  listAllDomains(flags = 0): Promise<Domain[]> {
+    return this.request(Proc.CONNECT_LIST_ALL_DOMAINS, new XdrWriter().i32(1).u32(flags), (r) => {
+      const domains = readDomainList(r);
+      r.u32();
+      return domains;
     });
   }
 
-  async defineXml(xml: string): Promise<Domain> {
-    return readDomain(await this.callReader(Proc.DOMAIN_DEFINE_XML, new XdrWriter().string(xml)));
+  lookupByUuid(uuid: string): Promise<Domain> {
+    const args = new XdrWriter().fixedOpaque(uuidToBytes(uuid));
+    return this.request(Proc.DOMAIN_LOOKUP_BY_UUID, args, readDomain);
   }
 
-  async undefine(domain: Domain, flags = 0): Promise<void> {
-    await this.call(Proc.DOMAIN_UNDEFINE_FLAGS, domainArgs(domain).u32(flags));
+  lookupByName(name: string): Promise<Domain> {
+    return this.request(Proc.DOMAIN_LOOKUP_BY_NAME, new XdrWriter().string(name), readDomain);
+  }
+
+  getState(domain: Domain): Promise<DomainStateInfo> {
+    return this.request(Proc.DOMAIN_GET_STATE, domainArgs(domain).u32(0), (r) =>
+      describeState(r.i32(), r.i32()),
+    );
+  }
+
+  /** Every domain's state and reason in one round trip (virConnectGetAllDomainStats, STATE group). */
+  getAllDomainStates(flags = 0): Promise<DomainWithState[]> {
+    const args = new XdrWriter().u32(0).u32(STATS_STATE).u32(flags);
+    return this.request(Proc.CONNECT_GET_ALL_DOMAIN_STATS, args, (r) =>
+      readDomainStats(r).map(({ domain, params }) => {
+        const state = params.get('state.state');
+        const reason = params.get('state.reason');
+        if (typeof state !== 'number' || typeof reason !== 'number') {
+          throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
+        }
+        return { domain, ...describeState(state, reason) };
+      }),
+    );
+  }
+
+  defineXml(xml: string): Promise<Domain> {
+    return this.request(Proc.DOMAIN_DEFINE_XML, new XdrWriter().string(xml), readDomain);
+  }
+
+  undefine(domain: Domain, flags = 0): Promise<void> {
+    return this.request(Proc.DOMAIN_UNDEFINE_FLAGS, domainArgs(domain).u32(flags), noReply);
   }
 
   /** Starts a defined domain; returns it with its new id. */
-  async create(domain: Domain, flags = 0): Promise<Domain> {
-    const r = await this.callReader(Proc.DOMAIN_CREATE_WITH_FLAGS, domainArgs(domain).u32(flags));
-    return readDomain(r);
+  create(domain: Domain, flags = 0): Promise<Domain> {
+    return this.request(Proc.DOMAIN_CREATE_WITH_FLAGS, domainArgs(domain).u32(flags), readDomain);
   }
 
-  async shutdown(domain: Domain, flags = 0): Promise<void> {
-    await this.call(Proc.DOMAIN_SHUTDOWN_FLAGS, domainArgs(domain).u32(flags));
+  shutdown(domain: Domain, flags = 0): Promise<void> {
+    return this.request(Proc.DOMAIN_SHUTDOWN_FLAGS, domainArgs(domain).u32(flags), noReply);
   }
 
-  async destroy(domain: Domain, flags = 0): Promise<void> {
-    await this.call(Proc.DOMAIN_DESTROY_FLAGS, domainArgs(domain).u32(flags));
+  destroy(domain: Domain, flags = 0): Promise<void> {
+    return this.request(Proc.DOMAIN_DESTROY_FLAGS, domainArgs(domain).u32(flags), noReply);
   }
 
-  async reboot(domain: Domain, flags = 0): Promise<void> {
-    await this.call(Proc.DOMAIN_REBOOT, domainArgs(domain).u32(flags));
+  reboot(domain: Domain, flags = 0): Promise<void> {
+    return this.request(Proc.DOMAIN_REBOOT, domainArgs(domain).u32(flags), noReply);
   }
 
-  async reset(domain: Domain): Promise<void> {
-    await this.call(Proc.DOMAIN_RESET, domainArgs(domain).u32(0));
+  reset(domain: Domain): Promise<void> {
+    return this.request(Proc.DOMAIN_RESET, domainArgs(domain).u32(0), noReply);
   }
 
-  async suspend(domain: Domain): Promise<void> {
-    await this.call(Proc.DOMAIN_SUSPEND, domainArgs(domain));
+  suspend(domain: Domain): Promise<void> {
+    return this.request(Proc.DOMAIN_SUSPEND, domainArgs(domain), noReply);
   }
 
-  async resume(domain: Domain): Promise<void> {
-    await this.call(Proc.DOMAIN_RESUME, domainArgs(domain));
+  resume(domain: Domain): Promise<void> {
+    return this.request(Proc.DOMAIN_RESUME, domainArgs(domain), noReply);
   }
 
   /** Registers for an event id (DomainEventId) on every domain; returns the callback id. */
-  async registerDomainEvent(eventId: number): Promise<number> {
+  registerDomainEvent(eventId: number): Promise<number> {
     const args = new XdrWriter().i32(eventId).bool(false);
-    return (await this.callReader(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, args)).i32();
+    return this.request(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, args, (r) => r.i32());
   }
 
-  async deregisterDomainEvent(callbackId: number): Promise<void> {
-    await this.call(
-      Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
-      new XdrWriter().i32(callbackId),
-    );
+  deregisterDomainEvent(callbackId: number): Promise<void> {
+    const args = new XdrWriter().i32(callbackId);
+    return this.request(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, args, noReply);
   }
 
   /** Sends CONNECT_CLOSE (briefly), then drops the socket. Pending calls reject. */
@@ -312,11 +308,7 @@ export class LibvirtClient {
   // ---- the RPC core ----------------------------------------------------------------------
 
   /** One call on the REMOTE program; resolves with the reply payload. */
-  call(
-    procedure: number,
-    args?: XdrWriter,
-    options: { timeoutMs?: number } = {},
-  ): Promise<Buffer> {
+  call(procedure: number, args?: XdrWriter, options: { timeoutMs?: number } = {}): Promise<Buffer> {
     if (this.closedWith) {
       return Promise.reject(new LibvirtClientError('closed', 'the libvirt connection is closed'));
     }
@@ -341,8 +333,25 @@ export class LibvirtClient {
     });
   }
 
-  private async callReader(procedure: number, args?: XdrWriter): Promise<XdrReader> {
-    return new XdrReader(await this.call(procedure, args));
+  /**
+   * A call whose reply is decoded by `decode`. A reply that does not decode means the daemon and
+   * we disagree about the protocol: the connection is dropped, not just the call failed.
+   */
+  private async request<T>(
+    procedure: number,
+    args: XdrWriter | undefined,
+    decode: (reader: XdrReader) => T,
+    options: { timeoutMs?: number } = {},
+  ): Promise<T> {
+    const reader = new XdrReader(await this.call(procedure, args, options));
+    try {
+      const value = decode(reader);
+      reader.end(`reply to procedure ${procedure}`);
+      return value;
+    } catch (error) {
+      if (error instanceof LibvirtClientError) this.terminate('error', error);
+      throw error;
+    }
   }
 
   private send(
@@ -471,8 +480,12 @@ export class LibvirtClient {
 
   private async handshake(name: string, timeoutMs: number): Promise<void> {
     const options = { timeoutMs };
-    const auth = new XdrReader(await this.call(Proc.AUTH_LIST, undefined, options));
-    const types = auth.array(Limit.AUTH_TYPE_LIST, 4, (r) => r.i32(), 'auth types');
+    const types = await this.request(
+      Proc.AUTH_LIST,
+      undefined,
+      (r) => r.array(Limit.AUTH_TYPE_LIST, 4, (x) => x.i32(), 'auth types'),
+      options,
+    );
     if (types.length > 0 && !types.includes(AuthType.NONE)) {
       if (!types.includes(AuthType.POLKIT)) {
         throw new LibvirtClientError(
@@ -502,10 +515,8 @@ export class LibvirtClient {
   }
 
   private async supportsFeature(feature: number, options: { timeoutMs: number }): Promise<boolean> {
-    const r = new XdrReader(
-      await this.call(Proc.CONNECT_SUPPORTS_FEATURE, new XdrWriter().i32(feature), options),
-    );
-    return r.i32() !== 0;
+    const args = new XdrWriter().i32(feature);
+    return this.request(Proc.CONNECT_SUPPORTS_FEATURE, args, (r) => r.i32() !== 0, options);
   }
 
   /** Ends the connection once: rejects every pending call and tells the close listeners. */
@@ -534,6 +545,8 @@ export class LibvirtClient {
     this.closeListeners.clear();
   }
 }
+
+function noReply(): void {}
 
 function domainArgs(domain: Domain): XdrWriter {
   const writer = new XdrWriter();

@@ -77,8 +77,7 @@ function defaultSocket(
 ): string {
   // Session daemons live in the user's runtime directory; system ones under /var/run/libvirt,
   // where a modular install has one socket per driver and a monolithic one has libvirt-sock.
-  const dir =
-    path === '/session' && runtimeDir ? join(runtimeDir, 'libvirt') : RUN_DIR;
+  const dir = path === '/session' && runtimeDir ? join(runtimeDir, 'libvirt') : RUN_DIR;
   const modular = join(dir, `virt${driver}d-sock`);
   if (driver === 'qemu' && exists(modular)) return modular;
   return join(dir, 'libvirt-sock');

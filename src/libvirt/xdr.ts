@@ -95,11 +95,18 @@ export class XdrReader {
    * bytes left (each element takes at least `minElementBytes`), so a hostile count cannot make us
    * loop or allocate for elements that are not there.
    */
-  array<T>(max: number, minElementBytes: number, read: (reader: XdrReader) => T, what = 'array'): T[] {
+  array<T>(
+    max: number,
+    minElementBytes: number,
+    read: (reader: XdrReader) => T,
+    what = 'array',
+  ): T[] {
     const count = this.u32();
     if (count > max) throw protocolError(`${what} of ${count} elements exceeds the maximum ${max}`);
     if (count * minElementBytes > this.remaining) {
-      throw protocolError(`${what} claims ${count} elements but only ${this.remaining} bytes remain`);
+      throw protocolError(
+        `${what} claims ${count} elements but only ${this.remaining} bytes remain`,
+      );
     }
     const items: T[] = [];
     for (let i = 0; i < count; i++) items.push(read(this));
