@@ -52,7 +52,8 @@ function mutate(frame: Buffer, random: () => number): Buffer {
         out.writeUInt32BE(random() < 0.5 ? 0xffffffff - pick(16) : pick(1 << 24), at);
       return out;
     }
-    case 3: { // random bytes appended, length word fixed up so the frame stays "valid"
+    case 3: {
+      // random bytes appended, length word fixed up so the frame stays "valid"
       const extended = Buffer.concat([
         out,
         Buffer.from(Array.from({ length: pick(64) }, () => pick(256))),

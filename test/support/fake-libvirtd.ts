@@ -49,7 +49,11 @@ export function reply(call: FakeCall, body: Uint8Array = Buffer.alloc(0), status
   return encodePacket({ ...call.header, type: MessageType.REPLY, status }, body);
 }
 
-export function eventFrame(procedure: number, body: Uint8Array, program = Program.REMOTE): Buffer {
+export function eventFrame(
+  procedure: number,
+  body: Uint8Array,
+  program: number = Program.REMOTE,
+): Buffer {
   return encodePacket(
     { program, version: 1, procedure, type: MessageType.MESSAGE, serial: 1, status: 0 },
     body,
