@@ -1,2 +1,4 @@
 export * from './types.ts';
 export * from './libvirt.ts';
+export * from './sim.ts';
+export * from './polling.ts';
