@@ -1,1 +1,3 @@
 export * from './types.ts';
+export { openSqliteStore, SqliteStore } from './sqlite.ts';
+export type { SqliteStoreOptions, SqliteStoreStats } from './sqlite.ts';

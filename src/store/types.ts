@@ -133,7 +133,10 @@ export interface Store {
   /** Conditional write. Writes arriving together are committed in one transaction. */
   write(write: InstanceWrite): Promise<WriteResult>;
   /** Transitions of one instance, newest first. */
-  history(uuid: string, options?: { limit?: number; beforeId?: number }): Promise<TransitionRecord[]>;
+  history(
+    uuid: string,
+    options?: { limit?: number; beforeId?: number },
+  ): Promise<TransitionRecord[]>;
   /** Changes with revision > `since`, oldest first. */
   changesSince(since: number, limit?: number): Promise<ChangesPage>;
   /** Called after each commit with the changes it made, in revision order. */

@@ -1,0 +1,130 @@
+// Micro-benchmark of the SQLite store's hot path: conditional updates, each with a transition, on
+// a real file. Writes are fired in waves without awaiting one by one, as a burst of events would
+// arrive, so the store batches them; an awaited-one-at-a-time run shows what batching buys.
+//
+//   npm run bench:store -- [updates=50000] [instances=1000] [wave=5000]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { openSqliteStore } from '../src/store/index.ts';
+import type { InstanceWrite, NewTransition, SqliteStore, WriteResult } from '../src/store/index.ts';
+
+const [updates = 50_000, instances = 1_000, wave = 5_000] = process.argv
+  .slice(2)
+  .map((arg) => Number.parseInt(arg, 10));
+const sequentialUpdates = Math.min(5_000, updates);
+
+function uuidOf(n: number): string {
+  return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
+}
+
+function transition(i: number): NewTransition {
+  const stopping = i % 2 === 0;
+  return {
+    from: stopping ? 'running' : 'shutoff',
+    to: stopping ? 'shutoff' : 'running',
+    vmStateFrom: stopping ? 'active' : 'stopped',
+    vmStateTo: stopping ? 'stopped' : 'active',
+    cause: 'event',
+    detail: stopping ? 'shutdown' : 'booted',
+    outOfBand: true,
+    observedAt: Date.now(),
+  };
+}
+
+function updateOf(i: number, versions: number[]): InstanceWrite {
+  const slot = i % instances;
+  const expectedVersion = versions[slot]!;
+  versions[slot] = expectedVersion + 1;
+  const t = transition(i);
+  return {
+    kind: 'update',
+    uuid: uuidOf(slot),
+    expectedVersion,
+    patch: { vmState: t.vmStateTo, powerState: t.to, powerReason: t.detail },
+    transition: t,
+  };
+}
+
+function check(results: readonly WriteResult[]): void {
+  const refused = results.filter((r) => !r.ok).length;
+  if (refused > 0) throw new Error(`${refused} writes were refused; the benchmark is broken`);
+}
+
+async function seed(store: SqliteStore): Promise<number[]> {
+  const writes: Promise<WriteResult>[] = [];
+  for (let i = 0; i < instances; i += 1) {
+    writes.push(
+      store.write({
+        kind: 'create',
+        uuid: uuidOf(i),
+        fields: {
+          name: `bench-${i}`,
+          host: `host-${i % 8}`,
+          vmState: 'active',
+          taskState: null,
+          taskStartedAt: null,
+          taskError: null,
+          powerState: 'running',
+          powerReason: 'booted',
+          policy: null,
+        },
+      }),
+    );
+  }
+  check(await Promise.all(writes));
+  return new Array<number>(instances).fill(1);
+}
+
+function report(label: string, count: number, ms: number, commits: number): void {
+  const perSecond = Math.round((count / ms) * 1000);
+  console.log(
+    `${label.padEnd(28)} ${String(count).padStart(7)} updates  ${ms.toFixed(0).padStart(6)} ms  ` +
+      `${String(perSecond).padStart(8)} writes/s  ${String(commits).padStart(6)} commits`,
+  );
+}
+
+async function batched(path: string): Promise<void> {
+  const store = await openSqliteStore(path);
+  const versions = await seed(store);
+  const commitsBefore = store.stats.commits;
+  const started = performance.now();
+  for (let done = 0; done < updates; done += wave) {
+    const writes: Promise<WriteResult>[] = [];
+    for (let i = done; i < Math.min(updates, done + wave); i += 1) {
+      writes.push(store.write(updateOf(i, versions)));
+    }
+    check(await Promise.all(writes));
+  }
+  const elapsed = performance.now() - started;
+  report(`batched (waves of ${wave})`, updates, elapsed, store.stats.commits - commitsBefore);
+  await store.close();
+}
+
+async function sequential(path: string): Promise<void> {
+  const store = await openSqliteStore(path);
+  const versions = await seed(store);
+  const commitsBefore = store.stats.commits;
+  const started = performance.now();
+  for (let i = 0; i < sequentialUpdates; i += 1) {
+    check([await store.write(updateOf(i, versions))]);
+  }
+  const elapsed = performance.now() - started;
+  report(
+    'one at a time (awaited)',
+    sequentialUpdates,
+    elapsed,
+    store.stats.commits - commitsBefore,
+  );
+  await store.close();
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'hvsync-store-bench-'));
+try {
+  console.log(`SQLite store: ${instances} instances, conditional updates with transitions\n`);
+  await batched(join(dir, 'batched.db'));
+  await sequential(join(dir, 'sequential.db'));
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
