@@ -62,7 +62,10 @@ await new Promise((resolve) => setTimeout(resolve, 200));
 await client.close();
 server.close();
 rmSync(dir, { recursive: true, force: true });
-writeFileSync(output, `${JSON.stringify({ source: `libvirtd ${await version()}`, frames }, null, 1)}\n`);
+writeFileSync(
+  output,
+  `${JSON.stringify({ source: `libvirtd ${await version()}`, frames }, null, 1)}\n`,
+);
 console.log(`recorded ${frames.length} frames into ${output}`);
 
 async function version(): Promise<string> {

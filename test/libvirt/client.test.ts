@@ -10,7 +10,6 @@ import {
   LibvirtClientError,
   LibvirtError,
   ListDomainsFlags,
-  type Domain,
   type LifecycleEventMessage,
 } from '../../src/libvirt/index.ts';
 import { createIdleGuest, createSelfStoppingGuest } from '../support/guest.ts';
