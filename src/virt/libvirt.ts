@@ -179,8 +179,12 @@ export class LibvirtDriver implements HypervisorDriver {
   // ---- connection ------------------------------------------------------------------------
 
   private async open(): Promise<void> {
-    const { reconnectMinMs: _min, reconnectMaxMs: _max, stopPollMs: _poll, ...connect } =
-      this.options;
+    const {
+      reconnectMinMs: _min,
+      reconnectMaxMs: _max,
+      stopPollMs: _poll,
+      ...connect
+    } = this.options;
     const client = await LibvirtClient.connect({ ...connect, uri: this.uri });
     try {
       // Register before announcing the connection: the engine reconciles on `connected`, and
