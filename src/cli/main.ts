@@ -1,5 +1,6 @@
 // The hvsync command line.
 import { Command } from 'commander';
+import { registerAllInOne } from './all-in-one.ts';
 import { runEvents } from './events.ts';
 
 const program = new Command('hvsync')
@@ -14,6 +15,8 @@ program
   .action(async (options: { uri?: string; json?: boolean }) => {
     process.exitCode = await runEvents(options);
   });
+
+registerAllInOne(program);
 
 try {
   await program.parseAsync(process.argv);
