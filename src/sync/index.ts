@@ -1,0 +1,20 @@
+export { adopt, adoptedVmState, decide, effectivePower } from './decide.ts';
+export type {
+  DecideInput,
+  Decision,
+  DecisionReason,
+  DecisionWrite,
+  Observation,
+} from './decide.ts';
+export { ACTIONS, SyncEngine, SyncError } from './engine.ts';
+export type {
+  ActionName,
+  CommitInfo,
+  ReconcileReport,
+  SyncEngineOptions,
+  SyncErrorCode,
+  SyncLogger,
+  SyncStats,
+  Task,
+  TaskOutcome,
+} from './engine.ts';
