@@ -1,0 +1,191 @@
+// The engine end to end on a real libvirtd: test-driver domains changed behind its back with
+// virsh, a real QEMU guest that powers itself off, and libvirtd dying while a guest shuts down.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openSqliteStore, type InstanceRecord, type Store } from '../../src/store/index.ts';
+import { SyncEngine } from '../../src/sync/index.ts';
+import { LibvirtDriver } from '../../src/virt/index.ts';
+import { createSelfStoppingGuest } from '../support/guest.ts';
+import {
+  describeLibvirt,
+  startLibvirtd,
+  stopLibvirtd,
+  uniqueName,
+  virsh,
+} from '../support/libvirt.ts';
+
+interface Running {
+  readonly engine: SyncEngine;
+  readonly driver: LibvirtDriver;
+  readonly store: Store;
+  close(): Promise<void>;
+}
+
+async function runEngine(uri: string, reconnectMinMs = 200): Promise<Running> {
+  const dir = mkdtempSync(join(tmpdir(), 'hvsync-e2e-'));
+  const store = await openSqliteStore(join(dir, 'hvsync.db'));
+  const driver = new LibvirtDriver({ uri, reconnectMinMs, reconnectMaxMs: reconnectMinMs });
+  await driver.connect();
+  const engine = new SyncEngine({ driver, store, policy: 'observe', reconcileIntervalMs: 0 });
+  await engine.start();
+  return {
+    engine,
+    driver,
+    store,
+    async close() {
+      await engine.stop();
+      await driver.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls the store (bounded) until the record for `name` satisfies `done`. */
+async function until(
+  store: Store,
+  name: string,
+  done: (r: InstanceRecord) => boolean,
+  timeoutMs = 15_000,
+): Promise<InstanceRecord> {
+  const deadline = Date.now() + timeoutMs;
+  let last: InstanceRecord | undefined;
+  while (Date.now() < deadline) {
+    last = (await store.listInstances({ limit: 1000 })).find((r) => r.name === name);
+    if (last && done(last)) return last;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.fail(`${name} never reached the expected state; last seen ${JSON.stringify(last)}`);
+}
+
+describeLibvirt('sync engine on the libvirt test driver', () => {
+  let running: Running;
+  let dir: string;
+  before(async () => {
+    running = await runEngine('test+unix:///default');
+    dir = mkdtempSync(join(tmpdir(), 'hvsync-xml-'));
+  });
+  after(async () => {
+    await running.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('changes made with virsh on another connection are recorded with state, detail and cause', async () => {
+    const { store } = running;
+    const name = uniqueName('hvsync-e2e');
+    const xml = join(dir, `${name}.xml`);
+    writeFileSync(
+      xml,
+      `<domain type='test'><name>${name}</name><memory>8192</memory><os><type>hvm</type></os></domain>`,
+    );
+    await virsh(['define', xml]);
+    const defined = await until(store, name, (r) => r.powerState === 'shutoff');
+    assert.equal(defined.vmState, 'stopped');
+
+    await virsh(['start', name]);
+    const started = await until(store, name, (r) => r.powerState === 'running');
+    assert.equal(started.vmState, 'active', 'an out-of-band start makes it active (observe)');
+
+    await virsh(['suspend', name]);
+    await until(store, name, (r) => r.powerState === 'paused');
+    await virsh(['resume', name]);
+    await until(store, name, (r) => r.powerState === 'running' && r.powerReason === 'unpaused');
+
+    await virsh(['destroy', name]);
+    const stopped = await until(store, name, (r) => r.powerState === 'shutoff');
+    assert.equal(stopped.vmState, 'stopped');
+    assert.equal(stopped.powerReason, 'destroyed');
+
+    const history = await store.history(stopped.uuid);
+    const [last] = history;
+    assert.equal(last?.cause, 'event');
+    assert.equal(last?.from, 'running');
+    assert.equal(last?.to, 'shutoff');
+    assert.equal(last?.detail, 'destroyed');
+    assert.equal(last?.outOfBand, true);
+    assert.deepEqual(history.map((t) => t.to).reverse(), [
+      'shutoff',
+      'running',
+      'paused',
+      'running',
+      'shutoff',
+    ]);
+    assert.ok(
+      history.slice(0, -1).every((t) => t.cause === 'event'),
+      JSON.stringify(history),
+    );
+
+    await virsh(['undefine', name]);
+    const deleted = await until(store, name, (r) => r.vmState === 'deleted');
+    assert.equal(deleted.taskState, null);
+  });
+});
+
+describeLibvirt('sync engine with a real QEMU guest', () => {
+  test('a guest that powers itself off ends stopped, with history cause event', async () => {
+    const running = await runEngine('qemu+unix:///system');
+    const guest = await createSelfStoppingGuest({
+      name: uniqueName('hvsync-e2e-qemu'),
+      delayMs: 1500,
+    });
+    try {
+      await virsh(['define', guest.xmlPath], 'qemu:///system');
+      await virsh(['start', guest.name], 'qemu:///system');
+      await until(running.store, guest.name, (r) => r.powerState === 'running');
+      const stopped = await until(
+        running.store,
+        guest.name,
+        (r) => r.powerState === 'shutoff',
+        60_000,
+      );
+      assert.equal(stopped.vmState, 'stopped');
+      assert.equal(stopped.powerReason, 'shutdown');
+      const [last] = await running.store.history(stopped.uuid);
+      assert.equal(last?.cause, 'event');
+      assert.equal(last?.to, 'shutoff');
+      assert.equal(last?.outOfBand, true);
+    } finally {
+      await running.close();
+      await guest.cleanup();
+    }
+  });
+
+  test('libvirtd dies while a guest shuts itself down: after the reconnect the store is right, by reconcile', async () => {
+    // The first reconnect attempt is late on purpose: libvirtd must have settled the guest's
+    // fate before hvsync can ask, so that only a reconcile can have found the change.
+    const running = await runEngine('qemu+unix:///system', 12_000);
+    const guest = await createSelfStoppingGuest({
+      name: uniqueName('hvsync-e2e-kill'),
+      delayMs: 3000,
+    });
+    try {
+      await virsh(['define', guest.xmlPath], 'qemu:///system');
+      await virsh(['start', guest.name], 'qemu:///system');
+      const up = await until(running.store, guest.name, (r) => r.powerState === 'running');
+      await stopLibvirtd();
+      assert.equal(running.driver.connected, false);
+      // The guest powers off while nobody listens; QEMU waits for libvirtd to reap it.
+      await new Promise((r) => setTimeout(r, 4000));
+      await startLibvirtd();
+      const after = await until(
+        running.store,
+        guest.name,
+        (r) => r.powerState === 'shutoff',
+        30_000,
+      );
+      assert.equal(after.vmState, 'stopped');
+      const [last] = await running.store.history(up.uuid);
+      assert.equal(last?.cause, 'reconcile');
+      assert.equal(last?.from, 'running');
+      assert.equal(last?.to, 'shutoff');
+      assert.ok(running.engine.stats.driftFound >= 1);
+    } finally {
+      await startLibvirtd();
+      await running.close();
+      await guest.cleanup();
+    }
+  });
+});
