@@ -157,7 +157,7 @@ export class HvsyncClient {
     };
     const fill = async (): Promise<boolean> => {
       if (done) return false;
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
       try {
         chunk = await reader.read();
       } catch (error) {
@@ -297,7 +297,10 @@ function parseJson<T>(text: string): T {
   try {
     return JSON.parse(text) as T;
   } catch {
-    throw new ClientError('protocol', `watch stream sent data that is not JSON: ${text.slice(0, 80)}`);
+    throw new ClientError(
+      'protocol',
+      `watch stream sent data that is not JSON: ${text.slice(0, 80)}`,
+    );
   }
 }
 

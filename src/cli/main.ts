@@ -1,6 +1,7 @@
 // The hvsync command line.
 import { Command } from 'commander';
 import { registerAllInOne } from './all-in-one.ts';
+import { registerClientCommands } from './commands.ts';
 import { runEvents } from './events.ts';
 
 const program = new Command('hvsync')
@@ -17,6 +18,8 @@ program
   });
 
 registerAllInOne(program);
+
+registerClientCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,439 @@
+// The control-plane HTTP API, v1. Reads come straight from the store; actions go through the
+// ActionPort (the engine, in the process wiring); readiness through the ReadinessPort.
+import swagger from '@fastify/swagger';
+import Fastify, { LogController } from 'fastify';
+import type {
+  FastifyBaseLogger,
+  FastifyError,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchemaValidationError,
+} from 'fastify';
+import type { Registry } from 'prom-client';
+import type { InstanceFilter, RecordedPowerState, Store, VmState } from '../store/types.ts';
+import { bearerTokenCheck } from './auth.ts';
+import { markAuthenticated } from './listen.ts';
+import { serverMetrics } from './metrics.ts';
+import type { ServerMetrics } from './metrics.ts';
+import {
+  DEFAULT_PAGE,
+  UUID_PATTERN,
+  actionSchema,
+  getInstanceSchema,
+  healthSchema,
+  historySchema,
+  hostsSchema,
+  listInstancesSchema,
+  metricsSchema,
+  readySchema,
+  watchSchema,
+} from './schemas.ts';
+import { ActionRejected, ServerError } from './types.ts';
+import type {
+  ActionName,
+  ActionPort,
+  ActionRejectedCode,
+  ApiError,
+  ApiErrorCode,
+  ReadinessPort,
+} from './types.ts';
+import { WatchHub } from './watch.ts';
+import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
+
+export interface ServerOptions {
+  readonly store: Store;
+  readonly actions: ActionPort;
+  readonly readiness: ReadinessPort;
+  /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
+  readonly registry: Registry;
+  /** Turns on bearer authentication for every route but /healthz. */
+  readonly token?: string;
+  /** A pino logger (or any Fastify-compatible one), or true for Fastify's own; default silent. */
+  readonly logger?: FastifyBaseLogger | boolean;
+  /** Comment line sent on idle watch streams so proxies and clients see they are alive. Default 15 000. */
+  readonly watchHeartbeatMs?: number;
+  /** Events one watch stream may hold beyond what its socket has taken. Default 1 000. */
+  readonly watchBufferLimit?: number;
+  /** Largest request body, bytes. Default 64 KiB (the largest valid body is a few dozen bytes). */
+  readonly bodyLimit?: number;
+  /** Epoch-ms clock. Default Date.now. */
+  readonly now?: () => number;
+}
+
+const ACTION_STATUS: Record<ActionRejectedCode, number> = {
+  'not-found': 404,
+  'task-in-flight': 409,
+  'invalid-action': 409,
+  unavailable: 503,
+};
+
+const PUBLIC_ROUTES = new Set(['/healthz']);
+
+export function buildServer(options: ServerOptions): FastifyInstance {
+  if (options.token !== undefined && options.token.trim() === '') {
+    throw new ServerError('invalid-option', 'the API token must not be empty');
+  }
+  const loggerOption =
+    typeof options.logger === 'object'
+      ? { loggerInstance: options.logger }
+      : { logger: options.logger ?? false };
+  const app = Fastify({
+    ...loggerOption,
+    bodyLimit: options.bodyLimit ?? 64 * 1024,
+    // Requests are logged at debug level by the onResponse hook below, not at info by Fastify.
+    logController: new LogController({ disableRequestLogging: true }),
+    // Answered by the onRequest hook below instead, in the API's error shape.
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    ajv: {
+      customOptions: {
+        // Unknown fields are refused, not silently dropped: a typo must not widen a query.
+        removeAdditional: false,
+        coerceTypes: true,
+        useDefaults: true,
+        allErrors: false,
+        // Puts the offending value on each error so the message can quote it.
+        verbose: true,
+      },
+    },
+    schemaErrorFormatter: validationError,
+  }) as unknown as FastifyInstance;
+
+  // Fastify would hand text/plain bodies to the schema as strings; 415 says what is wrong.
+  app.removeContentTypeParser('text/plain');
+
+  const metrics = serverMetrics(options.registry);
+  const check = options.token === undefined ? null : bearerTokenCheck(options.token);
+  if (check !== null) markAuthenticated(app);
+
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '');
+    if (closing && !open) {
+      await reply
+        .code(503)
+        .header('connection', 'close')
+        .send(apiError('unavailable', 'the server is shutting down'));
+      return;
+    }
+    if (check === null || open) return;
+    if (check(request.headers.authorization)) return;
+    await reply
+      .code(401)
+      .header('www-authenticate', 'Bearer realm="hvsync"')
+      .send(apiError('unauthorized', 'missing or wrong bearer token (Authorization: Bearer ...)'));
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    recordRequest(metrics, request, reply);
+    request.log.debug(
+      {
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      'request',
+    );
+  });
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    const { status, body } = describeError(error);
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    return reply
+      .code(404)
+      .send(apiError('not-found', `no route ${request.method} ${truncate(path, 200)}`));
+  });
+
+  void app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'hvsync API',
+        version: '1',
+        description:
+          "The control plane's record of every instance, kept in step with the hypervisor.",
+      },
+      components:
+        check === null ? {} : { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: check === null ? [] : [{ bearer: [] }],
+    },
+  });
+  // Routes live in a plugin registered after swagger, whose onRoute hook must see them.
+  void app.register(async (api) => routes(api, options, metrics));
+  return app;
+}
+
+async function routes(
+  app: FastifyInstance,
+  options: ServerOptions,
+  metrics: ServerMetrics,
+): Promise<void> {
+  const { store, actions, readiness, registry } = options;
+  const now = options.now ?? Date.now;
+  const watches = new WatchHub(
+    store,
+    {
+      heartbeatMs: options.watchHeartbeatMs ?? 15_000,
+      bufferLimit: options.watchBufferLimit ?? 1_000,
+      pageSize: 500,
+    },
+    {
+      onOpen: () => metrics.watchStreams.inc(),
+      onEventSent: () => metrics.watchEvents.inc(),
+      onEnd: (reason) => {
+        metrics.watchStreams.dec();
+        metrics.watchEnded.inc({ reason });
+        app.log.debug({ reason }, 'watch stream ended');
+      },
+      onError: (error) => app.log.error({ err: error }, 'watch stream failed'),
+    },
+  );
+  app.addHook('preClose', async () => watches.closeAll());
+
+  app.get<{
+    Querystring: {
+      host?: string;
+      vmState?: VmState;
+      powerState?: RecordedPowerState;
+      limit?: number;
+      after?: string;
+    };
+  }>('/v1/instances', { schema: listInstancesSchema }, async (request) => {
+    const { host, vmState, powerState, after } = request.query;
+    const limit = request.query.limit ?? DEFAULT_PAGE;
+    const filter: InstanceFilter = { host, vmState, powerState, after: after?.toLowerCase() };
+    // One extra row says whether there is a next page without a second query, unless the
+    // store's own cap cut it off.
+    const rows = await store.listInstances({ ...filter, limit: limit + 1 });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    let more = rows.length > limit;
+    if (!more && last !== undefined && rows.length === limit) {
+      more = (await store.listInstances({ ...filter, after: last.uuid, limit: 1 })).length > 0;
+    }
+    return { instances: page.map(apiInstance), next: more && last ? last.uuid : null };
+  });
+
+  app.get<{ Params: { uuid: string } }>(
+    '/v1/instances/:uuid',
+    { schema: getInstanceSchema },
+    async (request, reply) => {
+      const uuid = request.params.uuid.toLowerCase();
+      const record = await store.getInstance(uuid);
+      if (record === null) return reply.code(404).send(unknownInstance(uuid));
+      return apiInstance(record);
+    },
+  );
+
+  app.get<{ Params: { uuid: string }; Querystring: { limit?: number } }>(
+    '/v1/instances/:uuid/history',
+    { schema: historySchema },
+    async (request, reply) => {
+      const uuid = request.params.uuid.toLowerCase();
+      if ((await store.getInstance(uuid)) === null) {
+        return reply.code(404).send(unknownInstance(uuid));
+      }
+      const transitions = await store.history(uuid, { limit: request.query.limit ?? DEFAULT_PAGE });
+      return { transitions: transitions.map(apiTransition) };
+    },
+  );
+
+  app.post<{ Params: { uuid: string }; Body: { action: ActionName } }>(
+    '/v1/instances/:uuid/actions',
+    { schema: actionSchema },
+    async (request, reply) => {
+      const uuid = request.params.uuid.toLowerCase();
+      const { action } = request.body;
+      try {
+        const record = await actions.submit(uuid, action);
+        return reply
+          .code(202)
+          .send({ task: apiTask(record, action, now()), instance: apiInstance(record) });
+      } catch (error) {
+        if (!(error instanceof ActionRejected)) throw error;
+        return reply.code(ACTION_STATUS[error.code]).send(apiError(error.code, error.message));
+      }
+    },
+  );
+
+  app.get('/v1/hosts', { schema: hostsSchema }, async () => {
+    return { hosts: (await store.listHosts()).map(apiHost) };
+  });
+
+  app.get(
+    '/healthz',
+    { schema: { ...healthSchema, security: [] } },
+    async () => ({ status: 'ok' }) as const,
+  );
+
+  app.get('/readyz', { schema: readySchema }, async (request, reply) => {
+    let state: { ready: boolean; reasons: string[] };
+    try {
+      const answer = readiness.check();
+      state = { ready: answer.ready, reasons: [...answer.reasons] };
+    } catch (error) {
+      request.log.error({ err: error }, 'readiness check failed');
+      state = { ready: false, reasons: [`readiness check failed: ${messageOf(error)}`] };
+    }
+    return reply.code(state.ready ? 200 : 503).send(state);
+  });
+
+  app.get<{ Querystring: { since?: number } }>(
+    '/v1/watch',
+    { schema: watchSchema },
+    async (request, reply) => {
+      // EventSource reconnects to the same URL, so its Last-Event-ID is newer than `since`.
+      const since = lastEventId(request) ?? request.query.since ?? null;
+      const opening = await watches.open(since);
+      if (!opening.ok) return reply.code(opening.status).send(opening.body);
+      const { stream } = opening;
+      reply.raw.on('close', () => stream.clientClosed());
+      // The client may have gone while the stream was being opened: 'close' has fired already.
+      if (request.raw.socket.destroyed) stream.clientClosed();
+      return reply
+        .header('content-type', 'text/event-stream; charset=utf-8')
+        .header('cache-control', 'no-cache, no-transform')
+        .header('x-accel-buffering', 'no')
+        .send(stream.output);
+    },
+  );
+
+  app.get('/metrics', { schema: metricsSchema }, async (_request, reply) => {
+    const text = await registry.metrics();
+    return reply.header('content-type', registry.contentType).send(text);
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}
+
+function lastEventId(request: FastifyRequest): number | null {
+  const value: unknown = request.headers['last-event-id'];
+  if (value === undefined || value === '') return null;
+  // The header schema has validated (and coerced) it; Number() covers either form.
+  return Number(value);
+}
+
+function recordRequest(metrics: ServerMetrics, request: FastifyRequest, reply: FastifyReply): void {
+  const route = request.routeOptions.url ?? 'unmatched';
+  const method = request.method;
+  metrics.requests.inc({ method, route, status: String(reply.statusCode) });
+  // A watch stream's lifetime is not a latency.
+  if (route !== '/v1/watch') metrics.duration.observe({ method, route }, reply.elapsedTime / 1000);
+}
+
+function apiError(error: ApiErrorCode, message: string): ApiError {
+  return { error, message };
+}
+
+function unknownInstance(uuid: string): ApiError {
+  return apiError('not-found', `instance ${uuid} not found`);
+}
+
+/** Maps whatever a handler or Fastify threw to one status and the one error shape. */
+function describeError(error: FastifyError): { status: number; body: ApiError } {
+  if (error.validation !== undefined) {
+    return { status: 400, body: apiError('invalid-request', error.message) };
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, body: apiError('bad-request', 'request body is not valid JSON') };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return {
+        status: 400,
+        body: apiError(
+          'bad-request',
+          'request body is empty; expected JSON like {"action":"start"}',
+        ),
+      };
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return {
+        status: 413,
+        body: apiError('payload-too-large', 'request body is larger than this server accepts'),
+      };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return {
+        status: 415,
+        body: apiError('unsupported-media-type', 'send the request body as application/json'),
+      };
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    return { status, body: apiError('bad-request', truncate(error.message, 300)) };
+  }
+  return { status: 500, body: apiError('internal', 'internal error; see the server log') };
+}
+
+const WHERE: Record<string, string> = {
+  querystring: 'query parameter',
+  params: 'path parameter',
+  body: 'body field',
+  headers: 'header',
+};
+
+/** One message naming the field and the problem, e.g. "query parameter 'vmState' must be one of ...". */
+function validationError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const first = errors[0];
+  if (first === undefined) return new Error(`invalid ${dataVar}`);
+  const kind = WHERE[dataVar] ?? dataVar;
+  const field = first.instancePath.split('/').slice(1).join('.');
+  const named = field === '' ? (dataVar === 'body' ? 'body' : dataVar) : `${kind} '${field}'`;
+  const got = 'data' in first ? `; got ${quote((first as { data: unknown }).data)}` : '';
+  const params = first.params as Record<string, unknown>;
+  let message: string;
+  switch (first.keyword) {
+    case 'enum':
+      message = `${named} must be one of ${(params.allowedValues as unknown[]).join(', ')}${got}`;
+      break;
+    case 'required':
+      message = `${kind} '${String(params.missingProperty)}' is required`;
+      break;
+    case 'additionalProperties':
+      message = `unknown ${kind} '${String(params.additionalProperty)}'`;
+      break;
+    case 'type':
+      message = `${named} must be ${article(String(params.type))}${got}`;
+      break;
+    case 'minimum':
+    case 'maximum':
+      message = `${named} must be ${params.comparison} ${params.limit}${got}`;
+      break;
+    case 'minLength':
+      message = `${named} must not be empty`;
+      break;
+    case 'pattern':
+      message =
+        params.pattern === UUID_PATTERN
+          ? `${named} must be a UUID (8-4-4-4-12 hexadecimal digits)${got}`
+          : `${named} has the wrong format${got}`;
+      break;
+    default:
+      message = `${named} ${first.message ?? 'is invalid'}${got}`;
+  }
+  return new Error(message);
+}
+
+function article(type: string): string {
+  if (type === 'object') return 'a JSON object';
+  if (type === 'integer') return 'an integer';
+  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
+}
+
+function quote(value: unknown): string {
+  const text = typeof value === 'string' ? `'${value}'` : (JSON.stringify(value) ?? String(value));
+  return truncate(text, 80);
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,306 @@
+// JSON Schemas of API v1: Fastify validates requests and serializes responses with them, and
+// @fastify/swagger turns them into /openapi.json, so the document cannot drift from the code.
+import { ACTION_NAMES } from './types.ts';
+import { RECORDED_POWER_STATES, TASK_STATES, TRANSITION_CAUSES, VM_STATES } from './wire.ts';
+
+/** Canonical 8-4-4-4-12 hex; upper case is accepted and folded to the store's lower case. */
+export const UUID_PATTERN =
+  '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+
+export const MAX_PAGE = 1000;
+export const DEFAULT_PAGE = 100;
+
+const uuid = { type: 'string', pattern: UUID_PATTERN, description: 'instance UUID' } as const;
+const isoTime = { type: 'string', format: 'date-time' } as const;
+const nullable = <T extends { type: string }>(schema: T) =>
+  ({ ...schema, type: [schema.type, 'null'] }) as const;
+
+const instance = {
+  type: 'object',
+  required: [
+    'uuid',
+    'name',
+    'host',
+    'vmState',
+    'taskState',
+    'taskError',
+    'powerState',
+    'powerReason',
+    'policy',
+    'updatedAt',
+    'version',
+  ],
+  additionalProperties: false,
+  properties: {
+    uuid: { type: 'string' },
+    name: { type: 'string' },
+    host: { type: 'string' },
+    vmState: { type: 'string', enum: VM_STATES },
+    taskState: { type: ['string', 'null'], enum: [...TASK_STATES, null] },
+    taskError: nullable({ type: 'string' }),
+    powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+    powerReason: { type: 'string' },
+    policy: { type: ['string', 'null'], enum: ['observe', 'enforce', null] },
+    updatedAt: isoTime,
+    version: { type: 'integer' },
+  },
+} as const;
+
+const error = {
+  type: 'object',
+  required: ['error', 'message'],
+  properties: {
+    error: { type: 'string', description: 'a stable machine-readable code' },
+    message: { type: 'string' },
+  },
+} as const;
+
+const errors = {
+  400: error,
+  401: error,
+  404: error,
+} as const;
+
+const pageLimit = {
+  type: 'integer',
+  minimum: 1,
+  maximum: MAX_PAGE,
+  default: DEFAULT_PAGE,
+} as const;
+
+export const listInstancesSchema = {
+  summary: 'List instances, filtered and paginated by UUID',
+  tags: ['instances'],
+  querystring: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      host: { type: 'string', minLength: 1 },
+      vmState: { type: 'string', enum: VM_STATES },
+      powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+      limit: pageLimit,
+      after: { ...uuid, description: 'the `next` cursor of the previous page' },
+    },
+  },
+  response: {
+    200: {
+      type: 'object',
+      required: ['instances', 'next'],
+      properties: {
+        instances: { type: 'array', items: instance },
+        next: nullable({ type: 'string' }),
+      },
+    },
+    ...errors,
+  },
+} as const;
+
+const uuidParams = {
+  type: 'object',
+  required: ['uuid'],
+  properties: { uuid },
+} as const;
+
+export const getInstanceSchema = {
+  summary: 'One instance',
+  tags: ['instances'],
+  params: uuidParams,
+  response: { 200: instance, ...errors },
+} as const;
+
+export const historySchema = {
+  summary: "An instance's power-state transitions, newest first",
+  tags: ['instances'],
+  params: uuidParams,
+  querystring: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { limit: pageLimit },
+  },
+  response: {
+    200: {
+      type: 'object',
+      required: ['transitions'],
+      properties: {
+        transitions: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: [
+              'from',
+              'to',
+              'vmStateFrom',
+              'vmStateTo',
+              'cause',
+              'detail',
+              'outOfBand',
+              'observedAt',
+              'recordedAt',
+            ],
+            properties: {
+              from: { type: ['string', 'null'], enum: [...RECORDED_POWER_STATES, null] },
+              to: { type: 'string', enum: RECORDED_POWER_STATES },
+              vmStateFrom: { type: ['string', 'null'], enum: [...VM_STATES, null] },
+              vmStateTo: { type: 'string', enum: VM_STATES },
+              cause: { type: 'string', enum: TRANSITION_CAUSES },
+              detail: { type: 'string' },
+              outOfBand: { type: 'boolean' },
+              observedAt: isoTime,
+              recordedAt: isoTime,
+            },
+          },
+        },
+      },
+    },
+    ...errors,
+  },
+} as const;
+
+export const actionSchema = {
+  summary: 'Start an action; 202 once its task is recorded, not when it is done',
+  tags: ['instances'],
+  params: uuidParams,
+  body: {
+    type: 'object',
+    required: ['action'],
+    additionalProperties: false,
+    properties: { action: { type: 'string', enum: ACTION_NAMES } },
+  },
+  response: {
+    202: {
+      type: 'object',
+      required: ['task', 'instance'],
+      properties: {
+        task: {
+          type: 'object',
+          required: ['uuid', 'action', 'taskState', 'startedAt'],
+          additionalProperties: false,
+          properties: {
+            uuid: { type: 'string' },
+            action: { type: 'string', enum: ACTION_NAMES },
+            taskState: { type: ['string', 'null'], enum: [...TASK_STATES, null] },
+            startedAt: isoTime,
+          },
+        },
+        instance,
+      },
+    },
+    ...errors,
+    409: error,
+    503: error,
+  },
+} as const;
+
+export const hostsSchema = {
+  summary: 'Hypervisor hosts and their connection state',
+  tags: ['hosts'],
+  response: {
+    200: {
+      type: 'object',
+      required: ['hosts'],
+      properties: {
+        hosts: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'driver', 'connected', 'lastSeenAt', 'lastReconcileAt'],
+            properties: {
+              name: { type: 'string' },
+              driver: { type: 'string' },
+              connected: { type: 'boolean' },
+              lastSeenAt: isoTime,
+              lastReconcileAt: nullable(isoTime),
+            },
+          },
+        },
+      },
+    },
+    401: error,
+  },
+} as const;
+
+export const healthSchema = {
+  summary: 'Liveness: the process answers',
+  tags: ['health'],
+  response: {
+    200: {
+      type: 'object',
+      required: ['status'],
+      properties: { status: { type: 'string', enum: ['ok'] } },
+    },
+  },
+} as const;
+
+const readiness = {
+  type: 'object',
+  required: ['ready', 'reasons'],
+  properties: {
+    ready: { type: 'boolean' },
+    reasons: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+
+export const readySchema = {
+  summary: 'Readiness: hypervisor connected, store writable, first reconcile done',
+  tags: ['health'],
+  response: { 200: readiness, 401: error, 503: readiness },
+} as const;
+
+export const watchSchema = {
+  summary: 'Server-Sent Events, one per instance change, resumable by revision',
+  description:
+    'Each change is `id: <revision>`, `event: instance`, `data: {"revision","type","instance"}`. ' +
+    'Without `since` (or a Last-Event-ID header, which wins over `since` because EventSource ' +
+    'reconnects to the same URL) only changes from now on are sent. A revision the change log ' +
+    'no longer holds gets 410 and the client must re-list. A stream that falls too far behind ' +
+    'ends with `event: error` naming the last revision it delivered, to resume from.',
+  tags: ['watch'],
+  querystring: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      since: {
+        type: 'integer',
+        minimum: 0,
+        maximum: Number.MAX_SAFE_INTEGER,
+        description: 'send changes with a revision greater than this',
+      },
+    },
+  },
+  headers: {
+    type: 'object',
+    properties: {
+      'last-event-id': { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+    },
+  },
+  response: {
+    200: {
+      description: 'text/event-stream',
+      content: { 'text/event-stream': { schema: { type: 'string' } } },
+    },
+    ...errors,
+    410: {
+      type: 'object',
+      required: ['error', 'message'],
+      properties: {
+        error: { type: 'string' },
+        message: { type: 'string' },
+        oldestRevision: { type: 'integer' },
+      },
+    },
+  },
+} as const;
+
+export const metricsSchema = {
+  summary: 'Prometheus metrics, text exposition format',
+  tags: ['health'],
+  response: {
+    200: {
+      description: 'text/plain; version=0.0.4',
+      content: { 'text/plain': { schema: { type: 'string' } } },
+    },
+    401: error,
+  },
+} as const;

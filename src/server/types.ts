@@ -1,0 +1,160 @@
+// What the API server needs from the rest of the process, and the shapes it speaks. The server
+// never sees the sync engine: the process wiring implements these ports with it.
+import type {
+  InstanceRecord,
+  Policy,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  VmState,
+} from '../store/types.ts';
+
+export type ActionName =
+  'start' | 'stop' | 'force-stop' | 'reboot' | 'hard-reboot' | 'pause' | 'resume';
+
+export const ACTION_NAMES: readonly ActionName[] = [
+  'start',
+  'stop',
+  'force-stop',
+  'reboot',
+  'hard-reboot',
+  'pause',
+  'resume',
+];
+
+export interface ActionPort {
+  /** Validates and starts the action; resolves once taskState is recorded (not when done). */
+  submit(uuid: string, action: ActionName): Promise<InstanceRecord>;
+}
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** Why the process is not ready, one short sentence each; empty when ready. */
+  readonly reasons: string[];
+}
+
+export interface ReadinessPort {
+  check(): Readiness;
+}
+
+/** Why an action port refused an action; each maps to one HTTP status. */
+export type ActionRejectedCode = 'not-found' | 'task-in-flight' | 'invalid-action' | 'unavailable';
+
+export class ActionRejected extends Error {
+  override readonly name = 'ActionRejected';
+  constructor(
+    readonly code: ActionRejectedCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export type ServerErrorCode = 'insecure-listen' | 'invalid-listen' | 'invalid-option';
+
+export class ServerError extends Error {
+  override readonly name = 'ServerError';
+  constructor(
+    readonly code: ServerErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+// The wire shapes of API v1. Timestamps are ISO 8601 strings; the store's epoch ms stay inside.
+
+export interface ApiInstance {
+  readonly uuid: string;
+  readonly name: string;
+  readonly host: string;
+  readonly vmState: VmState;
+  readonly taskState: TaskState | null;
+  readonly taskError: string | null;
+  readonly powerState: RecordedPowerState;
+  readonly powerReason: string;
+  readonly policy: Policy | null;
+  readonly updatedAt: string;
+  readonly version: number;
+}
+
+export interface ApiInstancesPage {
+  readonly instances: ApiInstance[];
+  /** Pass as `after` for the next page; null on the last page. */
+  readonly next: string | null;
+}
+
+export interface ApiTransition {
+  readonly from: RecordedPowerState | null;
+  readonly to: RecordedPowerState;
+  readonly vmStateFrom: VmState | null;
+  readonly vmStateTo: VmState;
+  readonly cause: TransitionCause;
+  readonly detail: string;
+  readonly outOfBand: boolean;
+  readonly observedAt: string;
+  readonly recordedAt: string;
+}
+
+export interface ApiTask {
+  readonly uuid: string;
+  readonly action: ActionName;
+  readonly taskState: TaskState | null;
+  readonly startedAt: string;
+}
+
+export interface ApiActionAccepted {
+  readonly task: ApiTask;
+  readonly instance: ApiInstance;
+}
+
+export interface ApiHost {
+  readonly name: string;
+  readonly driver: string;
+  readonly connected: boolean;
+  readonly lastSeenAt: string;
+  readonly lastReconcileAt: string | null;
+}
+
+/** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */
+export interface ApiWatchEvent {
+  readonly revision: number;
+  readonly type: 'created' | 'updated';
+  readonly instance: ApiInstance;
+}
+
+export type ApiErrorCode =
+  | 'invalid-request'
+  | 'bad-request'
+  | 'unauthorized'
+  | 'not-found'
+  | 'payload-too-large'
+  | 'unsupported-media-type'
+  | 'task-in-flight'
+  | 'invalid-action'
+  | 'unavailable'
+  | 'revision-too-old'
+  | 'revision-too-new'
+  | 'internal';
+
+export interface ApiError {
+  readonly error: ApiErrorCode;
+  readonly message: string;
+  /** With revision-too-old: the oldest revision the server can still replay from. */
+  readonly oldestRevision?: number;
+}
+
+/**
+ * The `data` of an `event: error` that ends a watch stream: `too-slow` (the client fell too far
+ * behind) and `shutting-down` say to resume from `lastRevision`; `revision-too-old` says to
+ * re-list.
+ */
+export interface ApiWatchError {
+  readonly error: 'too-slow' | 'shutting-down' | 'revision-too-old' | 'internal';
+  readonly message: string;
+  /** The last revision this stream delivered (or started from); resume with since=lastRevision. */
+  readonly lastRevision: number;
+  readonly oldestRevision?: number;
+}

@@ -1,0 +1,123 @@
+// Store records to API v1 objects: the one place where epoch milliseconds become ISO strings and
+// store-internal fields (createdAt, taskStartedAt) are left out.
+import type {
+  ChangeRecord,
+  HostRecord,
+  InstanceRecord,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  TransitionRecord,
+  VmState,
+} from '../store/types.ts';
+import type {
+  ActionName,
+  ApiHost,
+  ApiInstance,
+  ApiTask,
+  ApiTransition,
+  ApiWatchEvent,
+} from './types.ts';
+
+/** Lists every member of a string union exactly once, checked by the compiler. */
+function members<T extends string>(all: Record<T, true>): readonly T[] {
+  return Object.keys(all) as T[];
+}
+
+export const VM_STATES = members<VmState>({
+  building: true,
+  active: true,
+  stopped: true,
+  paused: true,
+  suspended: true,
+  error: true,
+  deleted: true,
+  'soft-deleted': true,
+  resized: true,
+  rescued: true,
+  shelved: true,
+});
+
+export const RECORDED_POWER_STATES = members<RecordedPowerState>({
+  running: true,
+  paused: true,
+  shutdown: true,
+  shutoff: true,
+  crashed: true,
+  suspended: true,
+  nostate: true,
+  missing: true,
+});
+
+export const TASK_STATES = members<TaskState>({
+  'powering-on': true,
+  'powering-off': true,
+  rebooting: true,
+  pausing: true,
+  unpausing: true,
+});
+
+export const TRANSITION_CAUSES = members<TransitionCause>({
+  event: true,
+  reconcile: true,
+  action: true,
+  adopt: true,
+});
+
+export function isoTime(epochMs: number): string {
+  return new Date(epochMs).toISOString();
+}
+
+export function apiInstance(record: InstanceRecord): ApiInstance {
+  return {
+    uuid: record.uuid,
+    name: record.name,
+    host: record.host,
+    vmState: record.vmState,
+    taskState: record.taskState,
+    taskError: record.taskError,
+    powerState: record.powerState,
+    powerReason: record.powerReason,
+    policy: record.policy,
+    updatedAt: isoTime(record.updatedAt),
+    version: record.version,
+  };
+}
+
+export function apiTransition(transition: TransitionRecord): ApiTransition {
+  return {
+    from: transition.from,
+    to: transition.to,
+    vmStateFrom: transition.vmStateFrom,
+    vmStateTo: transition.vmStateTo,
+    cause: transition.cause,
+    detail: transition.detail,
+    outOfBand: transition.outOfBand,
+    observedAt: isoTime(transition.observedAt),
+    recordedAt: isoTime(transition.recordedAt),
+  };
+}
+
+export function apiHost(host: HostRecord): ApiHost {
+  return {
+    name: host.name,
+    driver: host.driver,
+    connected: host.connected,
+    lastSeenAt: isoTime(host.lastSeenAt),
+    lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
+  };
+}
+
+/** `now` stands in for the start time when a port hands back a record without one. */
+export function apiTask(record: InstanceRecord, action: ActionName, now: number): ApiTask {
+  return {
+    uuid: record.uuid,
+    action,
+    taskState: record.taskState,
+    startedAt: isoTime(record.taskStartedAt ?? now),
+  };
+}
+
+export function apiWatchEvent(change: ChangeRecord): ApiWatchEvent {
+  return { revision: change.revision, type: change.type, instance: apiInstance(change.instance) };
+}

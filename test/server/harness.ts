@@ -1,0 +1,244 @@
+// A real API server on 127.0.0.1 over a real SQLite file, with an ActionPort that plays the
+// engine's part on the store: it records the task, then finishes it a little later.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Registry } from 'prom-client';
+import { ActionRejected, buildServer, listen } from '../../src/server/index.ts';
+import type { ActionName, ActionPort, Readiness, ServerOptions } from '../../src/server/index.ts';
+import { openSqliteStore } from '../../src/store/index.ts';
+import type {
+  InstanceFields,
+  InstanceRecord,
+  NewTransition,
+  SqliteStore,
+  SqliteStoreOptions,
+  TaskState,
+  VmState,
+} from '../../src/store/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'hvsync-server-test-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
+export function uuidOf(n: number): string {
+  return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
+}
+
+export function fields(overrides: Partial<InstanceFields> = {}): InstanceFields {
+  return {
+    name: 'vm',
+    host: 'host-a',
+    vmState: 'active',
+    taskState: null,
+    taskStartedAt: null,
+    taskError: null,
+    powerState: 'running',
+    powerReason: 'booted',
+    policy: null,
+    ...overrides,
+  };
+}
+
+export async function create(
+  store: SqliteStore,
+  uuid: string,
+  overrides: Partial<InstanceFields> = {},
+): Promise<InstanceRecord> {
+  const result = await store.write({ kind: 'create', uuid, fields: fields(overrides) });
+  if (!result.ok) throw new Error(`create ${uuid}: ${result.reason}`);
+  return result.instance;
+}
+
+/** Reads the current version and writes the patch on top of it. */
+export async function patch(
+  store: SqliteStore,
+  uuid: string,
+  changes: Partial<InstanceFields>,
+  transition?: NewTransition,
+): Promise<InstanceRecord> {
+  const current = await store.getInstance(uuid);
+  if (current === null) throw new Error(`no instance ${uuid}`);
+  const result = await store.write({
+    kind: 'update',
+    uuid,
+    expectedVersion: current.version,
+    patch: changes,
+    transition,
+  });
+  if (!result.ok) throw new Error(`update ${uuid}: ${result.reason}`);
+  return result.instance;
+}
+
+const TASK: Record<ActionName, TaskState> = {
+  start: 'powering-on',
+  stop: 'powering-off',
+  'force-stop': 'powering-off',
+  reboot: 'rebooting',
+  'hard-reboot': 'rebooting',
+  pause: 'pausing',
+  resume: 'unpausing',
+};
+
+const ALLOWED_FROM: Record<ActionName, readonly VmState[]> = {
+  start: ['stopped'],
+  stop: ['active', 'paused'],
+  'force-stop': ['active', 'paused', 'error'],
+  reboot: ['active'],
+  'hard-reboot': ['active', 'error'],
+  pause: ['active'],
+  resume: ['paused'],
+};
+
+const OUTCOME: Record<ActionName, Pick<InstanceFields, 'vmState' | 'powerState'>> = {
+  start: { vmState: 'active', powerState: 'running' },
+  stop: { vmState: 'stopped', powerState: 'shutoff' },
+  'force-stop': { vmState: 'stopped', powerState: 'shutoff' },
+  reboot: { vmState: 'active', powerState: 'running' },
+  'hard-reboot': { vmState: 'active', powerState: 'running' },
+  pause: { vmState: 'paused', powerState: 'paused' },
+  resume: { vmState: 'active', powerState: 'running' },
+};
+
+/**
+ * Plays the engine behind the ActionPort: refuses like it, records the task, and finishes it
+ * after `finishAfterMs` (never when null). Instances named `*fail*` finish with a taskError.
+ */
+export class FakeActions implements ActionPort {
+  connected = true;
+  finishAfterMs: number | null = 50;
+  /** Thrown as is by submit, for the 500 path. */
+  crash: Error | null = null;
+  readonly submitted: { uuid: string; action: ActionName }[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(private readonly store: SqliteStore) {}
+
+  async submit(uuid: string, action: ActionName): Promise<InstanceRecord> {
+    this.submitted.push({ uuid, action });
+    if (this.crash !== null) throw this.crash;
+    if (!this.connected) throw new ActionRejected('unavailable', 'hypervisor is disconnected');
+    const record = await this.store.getInstance(uuid);
+    if (record === null) throw new ActionRejected('not-found', `instance ${uuid} not found`);
+    if (record.taskState !== null) {
+      throw new ActionRejected('task-in-flight', `instance ${uuid} is ${record.taskState}`);
+    }
+    if (!ALLOWED_FROM[action].includes(record.vmState)) {
+      throw new ActionRejected(
+        'invalid-action',
+        `cannot ${action} an instance that is ${record.vmState}`,
+      );
+    }
+    const started = await patch(this.store, uuid, {
+      taskState: TASK[action],
+      taskStartedAt: Date.now(),
+      taskError: null,
+    });
+    if (this.finishAfterMs !== null) {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        void this.finish(uuid, action).catch(() => {});
+      }, this.finishAfterMs);
+      this.timers.add(timer);
+    }
+    return started;
+  }
+
+  async finish(uuid: string, action: ActionName): Promise<void> {
+    const record = await this.store.getInstance(uuid);
+    if (record === null) return;
+    const failed = record.name.includes('fail');
+    await patch(
+      this.store,
+      uuid,
+      failed
+        ? {
+            taskState: null,
+            taskStartedAt: null,
+            taskError: `${action} failed: guest did not respond`,
+          }
+        : { taskState: null, taskStartedAt: null, taskError: null, ...OUTCOME[action] },
+      failed
+        ? undefined
+        : {
+            from: record.powerState,
+            to: OUTCOME[action].powerState,
+            vmStateFrom: record.vmState,
+            vmStateTo: OUTCOME[action].vmState,
+            cause: 'action',
+            detail: action,
+            outOfBand: false,
+            observedAt: Date.now(),
+          },
+    );
+  }
+
+  cancelPending(): void {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+  }
+}
+
+export class FakeReadiness {
+  state: Readiness = { ready: true, reasons: [] };
+  throws: Error | null = null;
+  check(): Readiness {
+    if (this.throws !== null) throw this.throws;
+    return this.state;
+  }
+}
+
+export interface Harness {
+  readonly store: SqliteStore;
+  readonly app: FastifyInstance;
+  readonly url: string;
+  readonly registry: Registry;
+  readonly actions: FakeActions;
+  readiness: FakeReadiness;
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions extends Partial<
+  Omit<ServerOptions, 'store' | 'actions' | 'readiness' | 'registry'>
+> {
+  readonly store?: SqliteStoreOptions;
+}
+
+export async function startServer(options: HarnessOptions = {}): Promise<Harness> {
+  files += 1;
+  const { store: storeOptions, ...serverOptions } = options;
+  const store = await openSqliteStore(join(dir, `api-${process.pid}-${files}.db`), storeOptions);
+  const registry = new Registry();
+  const actions = new FakeActions(store);
+  const readiness = new FakeReadiness();
+  const app = buildServer({ ...serverOptions, store, actions, readiness, registry });
+  const { url } = await listen(app, '127.0.0.1:0');
+  return {
+    store,
+    app,
+    url,
+    registry,
+    actions,
+    readiness,
+    async close() {
+      actions.cancelPending();
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+/** Polls `condition` every few ms until it holds; fails after `timeoutMs` with `what`. */
+export async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
