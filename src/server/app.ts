@@ -69,6 +69,7 @@ const ACTION_STATUS: Record<ActionRejectedCode, number> = {
 };
 
 const PUBLIC_ROUTES = new Set(['/healthz']);
+const CLOSE_GRACE_MS = 2000;
 
 export function buildServer(options: ServerOptions): FastifyInstance {
   if (options.token !== undefined && options.token.trim() === '') {
@@ -110,6 +111,10 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    // Requests in flight get a short grace; then every connection goes, idle or not. A client
+    // that stopped reading a watch stream can leave a connection Node never sees as idle, and
+    // shutdown must not wait out its keep-alive timeout.
+    setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS).unref();
   });
   app.addHook('onRequest', async (request, reply) => {
     const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '');
