@@ -1,5 +1,5 @@
-// What the API server needs from the rest of the process, and the shapes it speaks. The server
-// never sees the sync engine: the process wiring implements these ports with it.
+// What the API server needs from the rest of the process, and the shapes it speaks. The API
+// sees the sync engine only through these ports, which the process wiring implements with it.
 import type {
   InstanceRecord,
   Policy,
@@ -8,19 +8,10 @@ import type {
   TransitionCause,
   VmState,
 } from '../store/types.ts';
+import type { ActionName } from '../sync/index.ts';
 
-export type ActionName =
-  'start' | 'stop' | 'force-stop' | 'reboot' | 'hard-reboot' | 'pause' | 'resume';
-
-export const ACTION_NAMES: readonly ActionName[] = [
-  'start',
-  'stop',
-  'force-stop',
-  'reboot',
-  'hard-reboot',
-  'pause',
-  'resume',
-];
+// The actions are the engine's: the API offers exactly what the engine can do.
+export { ACTIONS as ACTION_NAMES, type ActionName } from '../sync/index.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */
