@@ -1,0 +1,200 @@
+// One contender of the cost-at-rest benchmark, in a process of its own so that its CPU and
+// memory are its own: the all-in-one hvsync service, its engine alone, or a poller that asks
+// every instance for its state once per period (Proxmox every 10 s, CloudStack every 60 s).
+//
+//   node --import tsx bench/service/contender.ts '<ContenderConfig as JSON>'   (with IPC)
+import { performance } from 'node:perf_hooks';
+import { pino } from 'pino';
+import { LibvirtClient } from '../../src/libvirt/index.ts';
+import { startService } from '../../src/server/service.ts';
+import { openSqliteStore, type Store } from '../../src/store/index.ts';
+import { SyncEngine } from '../../src/sync/index.ts';
+import { LibvirtDriver } from '../../src/virt/index.ts';
+import {
+  isParentMessage,
+  type ChildMessage,
+  type ContenderConfig,
+  type ParentMessage,
+} from './contender-messages.ts';
+
+interface Contender {
+  /** Counters of the work done so far; the window reports their growth. */
+  work(): Record<string, number>;
+  /** Resolves once no poll or reconcile is under way: the window does not end inside one. */
+  quiesce(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+async function countInstances(store: Store): Promise<number> {
+  let instances = 0;
+  let after: string | undefined;
+  for (;;) {
+    const page = await store.listInstances({ limit: 1000, after });
+    instances += page.length;
+    if (page.length < 1000) return instances;
+    after = page.at(-1)!.uuid;
+  }
+}
+
+async function startHvsync(
+  config: Extract<ContenderConfig, { kind: 'service' | 'engine' }>,
+): Promise<{ contender: Contender; instances: number }> {
+  let engine: SyncEngine;
+  let store: Store;
+  let stop: () => Promise<void>;
+  if (config.kind === 'service') {
+    const service = await startService({
+      hypervisor: { kind: 'libvirt', uri: config.uri },
+      db: config.db,
+      listen: '127.0.0.1:0',
+      policy: 'observe',
+      reconcileIntervalMs: config.reconcileIntervalMs,
+      // Silent rather than the default info: log volume would measure the log sink, not the sync.
+      logger: pino({ level: 'silent' }),
+    });
+    ({ engine, store } = service);
+    stop = () => service.stop();
+  } else {
+    const driver = new LibvirtDriver({ uri: config.uri });
+    const sqlite = await openSqliteStore(config.db);
+    const bare = new SyncEngine({
+      driver,
+      store: sqlite,
+      reconcileIntervalMs: config.reconcileIntervalMs,
+    });
+    await bare.start();
+    engine = bare;
+    store = sqlite;
+    stop = async () => {
+      await bare.stop();
+      await driver.close();
+      await sqlite.close();
+    };
+  }
+  const instances = await countInstances(store);
+  return {
+    instances,
+    contender: {
+      work: () => {
+        const stats = engine.stats;
+        const events = Object.values(stats.eventsReceived).reduce((a, b) => a + (b ?? 0), 0);
+        return { reconciles: stats.reconcileRuns, events, writes: stats.writes };
+      },
+      quiesce: () => engine.whenIdle(),
+      stop,
+    },
+  };
+}
+
+async function startPoller(config: Extract<ContenderConfig, { kind: 'poller' }>): Promise<{
+  contender: Contender;
+  instances: number;
+}> {
+  const client = await LibvirtClient.connect({ uri: config.uri });
+  const known = new Map<string, number>();
+  const counts = { polls: 0, calls: 0, changes: 0 };
+  let polling = false;
+  // One sequential loop, as the polling systems run it: list, then one state call per instance.
+  const poll = async (): Promise<void> => {
+    if (polling) return;
+    polling = true;
+    try {
+      const domains = await client.listAllDomains();
+      counts.calls++;
+      for (const domain of domains) {
+        const state = await client.getState(domain);
+        counts.calls++;
+        if (known.get(domain.uuid) !== state.stateCode) {
+          known.set(domain.uuid, state.stateCode);
+          counts.changes++;
+        }
+      }
+      counts.polls++;
+    } finally {
+      polling = false;
+    }
+  };
+  await poll();
+  const timer = setInterval(() => {
+    poll().catch((error: unknown) => send({ type: 'error', message: String(error) }));
+  }, config.periodMs);
+  return {
+    instances: known.size,
+    contender: {
+      work: () => ({ ...counts }),
+      quiesce: async () => {
+        while (polling) await new Promise((resolve) => setTimeout(resolve, 10));
+      },
+      stop: async () => {
+        clearInterval(timer);
+        await client.close();
+      },
+    },
+  };
+}
+
+function nextMessage(): Promise<ParentMessage> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown): void => {
+      if (!isParentMessage(message)) return;
+      process.off('message', onMessage);
+      resolve(message);
+    };
+    process.on('message', onMessage);
+  });
+}
+
+async function main(): Promise<void> {
+  if (!process.send) throw new Error('contender.ts is started by service.bench.ts, with IPC');
+  const config = JSON.parse(process.argv[2] ?? '') as ContenderConfig;
+  const began = performance.now();
+  const { contender, instances } =
+    config.kind === 'poller' ? await startPoller(config) : await startHvsync(config);
+  send({ type: 'ready', instances, setupMs: performance.now() - began });
+
+  await nextMessage();
+  const workBefore = contender.work();
+  const cpuBefore = process.cpuUsage();
+  const windowBegan = performance.now();
+  let rssPeak = process.memoryUsage().rss;
+  const sampler = setInterval(() => {
+    rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+  }, 500);
+  await new Promise((resolve) => setTimeout(resolve, config.windowMs));
+  // A period's work that began inside the window is counted whole.
+  await contender.quiesce();
+  const cpu = process.cpuUsage(cpuBefore);
+  const windowS = (performance.now() - windowBegan) / 1000;
+  clearInterval(sampler);
+  const memory = process.memoryUsage();
+  const workAfter = contender.work();
+  send({
+    type: 'result',
+    windowS,
+    cpuUserS: cpu.user / 1e6,
+    cpuSystemS: cpu.system / 1e6,
+    rssEndBytes: memory.rss,
+    rssPeakBytes: Math.max(rssPeak, memory.rss),
+    heapUsedBytes: memory.heapUsed,
+    work: Object.fromEntries(
+      Object.entries(workAfter).map(([key, value]) => [key, value - (workBefore[key] ?? 0)]),
+    ),
+  });
+
+  await nextMessage();
+  await contender.stop();
+  process.disconnect();
+}
+
+main().catch((error: unknown) => {
+  send({
+    type: 'error',
+    message: error instanceof Error ? (error.stack ?? error.message) : String(error),
+  });
+  process.exitCode = 1;
+  process.disconnect?.();
+});
