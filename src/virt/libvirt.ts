@@ -125,16 +125,10 @@ export class LibvirtDriver implements HypervisorDriver {
     return states.map((s) => observed(s.domain, s));
   }
 
+  /** One round trip: the stats call answers with name and state, or with nothing when gone. */
   async getPowerState(uuid: string): Promise<ObservedInstance | null> {
-    try {
-      return await this.guard(async (c) => {
-        const domain = await c.lookupByUuid(uuid);
-        return observed(domain, await c.getState(domain));
-      });
-    } catch (error) {
-      if (error instanceof DriverError && error.code === 'not-found') return null;
-      throw error;
-    }
+    const [found] = await this.guard((c) => c.getDomainStatesByUuid([uuid]));
+    return found ? observed(found.domain, found) : null;
   }
 
   start(uuid: string): Promise<void> {

@@ -95,6 +95,14 @@ describeLibvirt('libvirt client on the test driver', () => {
     assert.ok(running.id > 0, 'a started domain has an id');
     const active = await client.listAllDomains(ListDomainsFlags.ACTIVE);
     assert.ok(active.some((d) => d.uuid === domain.uuid));
+    const [byUuid, ...more] = await client.getDomainStatesByUuid([domain.uuid]);
+    assert.equal(more.length, 0);
+    assert.deepEqual(byUuid?.domain, running, 'one call gives the name and id too');
+    assert.equal(byUuid?.state, 'running');
+    assert.deepEqual(
+      await client.getDomainStatesByUuid(['00000000-0000-4000-8000-000000000001']),
+      [],
+    );
     const all = await client.getAllDomainStates();
     const mine = all.find((s) => s.domain.uuid === domain.uuid);
     assert.equal(mine?.state, 'running');
