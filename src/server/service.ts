@@ -9,7 +9,7 @@ import { SyncEngine, SyncError } from '../sync/index.ts';
 import { LibvirtDriver, SimDriver, SimHypervisor, type HypervisorDriver } from '../virt/index.ts';
 import { buildServer } from './app.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
-import { listen, parseListen, type Listening } from './listen.ts';
+import { checkListen, listen, parseListen, type Listening } from './listen.ts';
 import { ActionRejected, type ActionPort, type ReadinessPort } from './types.ts';
 
 export type HypervisorChoice =
@@ -89,6 +89,8 @@ async function chooseDriver(
 export async function startService(config: ServiceConfig): Promise<RunningService> {
   const { logger } = config;
   const address = parseListen(config.listen);
+  // Refused before anything is connected or opened: a bad address must cost nothing.
+  checkListen(address, config.token !== undefined);
   const { driver, description, sim } = await chooseDriver(config.hypervisor, logger);
   logger.info({ hypervisor: description }, `hypervisor: ${description}`);
   const store = await openSqliteStore(config.db);
