@@ -73,6 +73,18 @@ describeLibvirt('libvirt driver', () => {
     });
   });
 
+  test('lookups asked together are answered together, each with its own answer', async () => {
+    const missing = '00000000-0000-4000-8000-000000000003';
+    const answers = await Promise.all([
+      driver.getPowerState(domain.uuid),
+      driver.getPowerState(missing),
+      driver.getPowerState(domain.uuid),
+    ]);
+    assert.equal(answers[0]?.name, domain.name);
+    assert.equal(answers[1], null);
+    assert.deepEqual(answers[2], answers[0]);
+  });
+
   test('absence is confirmed as null; errors are typed', async () => {
     assert.equal(await driver.getPowerState('00000000-0000-4000-8000-000000000002'), null);
     await assert.rejects(
