@@ -63,8 +63,13 @@ export async function runEvents(options: EventsOptions): Promise<number> {
       detail: null,
     }),
   );
-  await client.registerDomainEvent(DomainEventId.LIFECYCLE);
-  await client.registerDomainEvent(DomainEventId.REBOOT);
+  try {
+    await client.registerDomainEvent(DomainEventId.LIFECYCLE);
+    await client.registerDomainEvent(DomainEventId.REBOOT);
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
   process.stderr.write(`hvsync: listening for events on ${uri} (Ctrl-C to stop)\n`);
 
   return new Promise<number>((resolve) => {

@@ -423,16 +423,18 @@ export class LibvirtClient {
         `reply serial ${header.serial} is for procedure ${header.procedure}, not ${call.procedure}`,
       );
     }
-    this.pending.delete(header.serial);
-    clearTimeout(call.timer);
-    if (header.status === MessageStatus.OK) {
-      call.resolve(body);
-    } else if (header.status === MessageStatus.ERROR) {
-      const reader = new XdrReader(body);
-      call.reject(new LibvirtError(readRemoteError(reader)));
-    } else {
+    // Decoded while the call is still pending: if the reply is bad, the connection's end rejects
+    // this call along with the others instead of leaving it waiting forever.
+    let error: LibvirtError | null = null;
+    if (header.status === MessageStatus.ERROR) {
+      error = new LibvirtError(readRemoteError(new XdrReader(body)));
+    } else if (header.status !== MessageStatus.OK) {
       throw protocolError(`unexpected status ${header.status} on a reply`);
     }
+    this.pending.delete(header.serial);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve(body);
   }
 
   private onKeepalive(procedure: number): void {

@@ -55,6 +55,8 @@ export interface ServerOptions {
   readonly watchHeartbeatMs?: number;
   /** Events one watch stream may hold beyond what its socket has taken. Default 1 000. */
   readonly watchBufferLimit?: number;
+  /** Watch streams open at once; more are answered 503. Each holds a buffer and a subscription. Default 1 000. */
+  readonly maxWatchStreams?: number;
   /** Largest request body, bytes. Default 64 KiB (the largest valid body is a few dozen bytes). */
   readonly bodyLimit?: number;
   /** Epoch-ms clock. Default Date.now. */
@@ -182,6 +184,7 @@ async function routes(
 ): Promise<void> {
   const { store, actions, readiness, registry } = options;
   const now = options.now ?? Date.now;
+  const maxWatchStreams = options.maxWatchStreams ?? 1_000;
   const watches = new WatchHub(
     store,
     {
@@ -296,6 +299,16 @@ async function routes(
     async (request, reply) => {
       // EventSource reconnects to the same URL, so its Last-Event-ID is newer than `since`.
       const since = lastEventId(request) ?? request.query.since ?? null;
+      if (watches.size >= maxWatchStreams) {
+        return reply
+          .code(503)
+          .send(
+            apiError(
+              'unavailable',
+              `too many watch streams open (${maxWatchStreams}); retry later`,
+            ),
+          );
+      }
       const opening = await watches.open(since);
       if (!opening.ok) return reply.code(opening.status).send(opening.body);
       const { stream } = opening;

@@ -281,6 +281,7 @@ export const watchSchema = {
       content: { 'text/event-stream': { schema: { type: 'string' } } },
     },
     ...errors,
+    503: error,
     410: {
       type: 'object',
       required: ['error', 'message'],

@@ -473,7 +473,7 @@ export class SyncEngine {
   private onLifecycle(event: LifecycleEvent): void {
     const received = this.counters.eventsReceived;
     received[event.transition] = (received[event.transition] ?? 0) + 1;
-    this.touched.add(event.uuid);
+    this.touch(event.uuid);
     this.taskWakers.get(event.uuid)?.();
     // A guest that powers itself off says SHUTDOWN (guest finished) before STOPPED; a hard
     // reboot never does. So a STOPPED right after a SHUTDOWN needs no settle window.
@@ -748,13 +748,13 @@ export class SyncEngine {
           this.callTimeoutMs,
           'getPowerState',
         );
-        this.touched.add(uuid);
+        this.touch(uuid);
         return found
           ? { observed: found, observation: present(found) }
           : { observed: null, observation: { kind: 'gone' } };
       } catch (error) {
         if (error instanceof DriverError && error.code === 'not-found') {
-          this.touched.add(uuid);
+          this.touch(uuid);
           return { observed: null, observation: { kind: 'gone' } };
         }
         // A timeout already cost a full call timeout: retrying a hung lookup only adds more.
@@ -773,7 +773,7 @@ export class SyncEngine {
 
   private async write(write: InstanceWrite, event: LifecycleEvent | null): Promise<WriteResult> {
     const result = await this.store.write(write);
-    this.touched.add(write.uuid);
+    this.touch(write.uuid);
     if (!result.ok) {
       if (result.reason === 'conflict') this.counters.conflicts++;
       return result;
@@ -819,6 +819,7 @@ export class SyncEngine {
     }
     const run = this.runReconcile().finally(() => {
       this.reconcileRunning = null;
+      this.touched.clear();
     });
     this.reconcileRunning = run;
     return run;
@@ -907,6 +908,12 @@ export class SyncEngine {
       this.needsReconcile = true;
       throw error;
     }
+  }
+
+  /** Notes that an instance may be newer than the listing of the reconcile under way, if any. */
+  private touch(uuid: string): void {
+    // Only a running reconcile reads the set: outside one it would only grow.
+    if (this.reconcileRunning) this.touched.add(uuid);
   }
 
   private async hostRecords(): Promise<InstanceRecord[]> {

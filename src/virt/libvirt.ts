@@ -109,6 +109,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** Connects once; the first failure is the caller's to see. Later losses reconnect by themselves. */
   async connect(): Promise<void> {
     this.closing = false;
+    if (this.connected) return;
     await this.open();
   }
 

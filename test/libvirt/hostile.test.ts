@@ -184,6 +184,27 @@ describe('libvirt client against a hostile server', () => {
     await client.close();
   });
 
+  test('a malformed error body rejects the pending call and drops the connection', async () => {
+    const client = await connect({ callTimeoutMs: 0 });
+    fake.onCall = (call) => call.socket.write(reply(call, new XdrWriter().i32(42).bytes(), 1));
+    await assert.rejects(
+      client.getHostname(),
+      (e: unknown) =>
+        e instanceof LibvirtClientError && e.code === 'closed' && /truncated/.test(e.message),
+    );
+    assert.equal(client.closed, true);
+  });
+
+  test('a CONTINUE reply (streams, which hvsync never opens) rejects the call and drops the connection', async () => {
+    const client = await connect({ callTimeoutMs: 0 });
+    fake.onCall = (call) => call.socket.write(reply(call, Buffer.alloc(0), 2));
+    await assert.rejects(
+      client.getHostname(),
+      (e: unknown) => e instanceof LibvirtClientError && /unexpected status 2/.test(e.message),
+    );
+    assert.equal(client.closed, true);
+  });
+
   test('a reply to an unknown serial is ignored', async () => {
     const client = await connect();
     fake.onCall = (call) => {

@@ -301,6 +301,27 @@ describe('watch: retention, slow consumers, heartbeats, shutdown', () => {
     }
   });
 
+  test('past the stream limit a watch is refused with 503, and a closed stream frees its place', async () => {
+    const h = await startServer({ maxWatchStreams: 2 });
+    try {
+      const first = await Watch.open(h, '');
+      const second = await Watch.open(h, '');
+      assert.deepEqual([first.status, second.status], [200, 200]);
+      const refused = await Watch.open(h, '');
+      await refused.until('the refusal', () => refused.ended);
+      assert.equal(refused.status, 503);
+      assert.equal(JSON.parse(refused.body).error, 'unavailable');
+      first.close();
+      await waitFor('the place freed', async () => (await metric(h, 'hvsync_watch_streams')) === 1);
+      const third = await Watch.open(h, '');
+      assert.equal(third.status, 200);
+      second.close();
+      third.close();
+    } finally {
+      await h.close();
+    }
+  });
+
   test('a consumer that stops reading is cut off with a resume point, never buffered without bound', async () => {
     const h = await startServer({ watchBufferLimit: 20 });
     try {

@@ -4,6 +4,9 @@ import assert from 'node:assert/strict';
 import { LibvirtClient, type Domain } from '../../src/libvirt/index.ts';
 import { DriverError, LibvirtDriver, type DriverEvent } from '../../src/virt/index.ts';
 import { describeLibvirt, uniqueName } from '../support/libvirt.ts';
+import { reply, startFakeLibvirtd } from '../support/fake-libvirtd.ts';
+import { Proc } from '../../src/libvirt/remote.ts';
+import { XdrWriter } from '../../src/libvirt/xdr.ts';
 
 describeLibvirt('libvirt driver', () => {
   let driver: LibvirtDriver;
@@ -96,4 +99,33 @@ describeLibvirt('libvirt driver', () => {
       (e: unknown) => e instanceof DriverError && e.code === 'not-found',
     );
   });
+});
+
+test('lookups asked in one turn share one stats call; later ones get their own', async () => {
+  const fake = await startFakeLibvirtd();
+  let statsCalls = 0;
+  fake.onCall = (call) => {
+    if (call.header.procedure === Proc.CONNECT_GET_ALL_DOMAIN_STATS) statsCalls++;
+    // No domain known: every lookup answers "gone".
+    call.socket.write(reply(call, new XdrWriter().u32(0).bytes()));
+  };
+  const driver = new LibvirtDriver({ uri: fake.uri, keepaliveIntervalMs: 0 });
+  try {
+    await driver.connect();
+    const uuids = Array.from(
+      { length: 50 },
+      (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+    );
+    const answers = await Promise.all(uuids.map((uuid) => driver.getPowerState(uuid)));
+    assert.deepEqual(
+      answers,
+      uuids.map(() => null),
+    );
+    assert.equal(statsCalls, 1);
+    await driver.getPowerState(uuids[0]!);
+    assert.equal(statsCalls, 2);
+  } finally {
+    await driver.close();
+    await fake.close();
+  }
 });
