@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openSqliteStore } from '../src/store/index.ts';
 import type { InstanceWrite, NewTransition, SqliteStore, WriteResult } from '../src/store/index.ts';
+import { instanceFields } from '../test/support/records.ts';
 
 const [updates = 50_000, instances = 1_000, wave = 5_000] = process.argv
   .slice(2)
@@ -59,17 +60,7 @@ async function seed(store: SqliteStore): Promise<number[]> {
       store.write({
         kind: 'create',
         uuid: uuidOf(i),
-        fields: {
-          name: `bench-${i}`,
-          host: `host-${i % 8}`,
-          vmState: 'active',
-          taskState: null,
-          taskStartedAt: null,
-          taskError: null,
-          powerState: 'running',
-          powerReason: 'booted',
-          policy: null,
-        },
+        fields: instanceFields({ name: `bench-${i}`, host: `host-${i % 8}` }),
       }),
     );
   }

@@ -1,5 +1,6 @@
 // A real API server on 127.0.0.1 over a real SQLite file, with an ActionPort that plays the
 // engine's part on the store: it records the task, then finishes it a little later.
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,20 +27,9 @@ export function uuidOf(n: number): string {
   return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 }
 
-export function fields(overrides: Partial<InstanceFields> = {}): InstanceFields {
-  return {
-    name: 'vm',
-    host: 'host-a',
-    vmState: 'active',
-    taskState: null,
-    taskStartedAt: null,
-    taskError: null,
-    powerState: 'running',
-    powerReason: 'booted',
-    policy: null,
-    ...overrides,
-  };
-}
+import { instanceFields as fields } from '../support/records.ts';
+
+export { fields };
 
 export async function create(
   store: SqliteStore,

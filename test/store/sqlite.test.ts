@@ -14,6 +14,7 @@ import type {
   SqliteStoreOptions,
   WriteResult,
 } from '../../src/store/index.ts';
+import { instanceFields } from '../support/records.ts';
 import { MIGRATIONS, SCHEMA_VERSION, migrate } from '../../src/store/sqlite-schema.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-store-test-'));
@@ -33,20 +34,7 @@ function uuidOf(n: number): string {
   return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 }
 
-function fields(overrides: Partial<InstanceFields> = {}): InstanceFields {
-  return {
-    name: 'vm',
-    host: 'host-a',
-    vmState: 'active',
-    taskState: null,
-    taskStartedAt: null,
-    taskError: null,
-    powerState: 'running',
-    powerReason: 'booted',
-    policy: null,
-    ...overrides,
-  };
-}
+const fields = instanceFields;
 
 function create(uuid: string, overrides: Partial<InstanceFields> = {}): InstanceWrite {
   return { kind: 'create', uuid, fields: fields(overrides) };

@@ -1,6 +1,7 @@
 // Actions through the engine: the checks before a task starts, taskState while it runs, vmState
 // set to the intent when it succeeds, the error kept when it fails, and tasks that never end.
 import { describe, test } from 'node:test';
+import { instanceFields } from '../support/records.ts';
 import assert from 'node:assert/strict';
 import { SyncError } from '../../src/sync/index.ts';
 import type { ActionName, SyncErrorCode } from '../../src/sync/index.ts';
@@ -29,18 +30,7 @@ async function rejectsWith(work: Promise<unknown>, code: SyncErrorCode): Promise
 }
 
 function taskRecord(name: string, overrides: Partial<InstanceFields>): InstanceFields {
-  return {
-    name,
-    host: HOST,
-    vmState: 'active',
-    taskState: null,
-    taskStartedAt: null,
-    taskError: null,
-    powerState: 'running',
-    powerReason: 'booted',
-    policy: null,
-    ...overrides,
-  };
+  return instanceFields({ name, host: HOST, ...overrides });
 }
 
 describe('engine: actions', () => {
