@@ -18,6 +18,7 @@ interface AllInOneOptions {
   reconcileInterval: string;
   token?: string;
   tokenFile?: string;
+  maxWatchers: string;
   logLevel: string;
 }
 
@@ -132,6 +133,11 @@ export function registerAllInOne(program: Command): void {
       env.HVSYNC_TOKEN_FILE,
     )
     .option(
+      '--max-watchers <n>',
+      'watch streams served at once; more are told 503 (env HVSYNC_MAX_WATCHERS)',
+      env.HVSYNC_MAX_WATCHERS ?? '1000',
+    )
+    .option(
       '--log-level <level>',
       'trace | debug | info | warn | error (env HVSYNC_LOG_LEVEL)',
       env.HVSYNC_LOG_LEVEL ?? 'info',
@@ -149,6 +155,7 @@ export function registerAllInOne(program: Command): void {
         policy: options.policy as Policy,
         reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
         token: readToken(options),
+        maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
         logger: createLogger(options.logLevel),
       };
       const service = await startService(config);

@@ -2,20 +2,25 @@
 // ActionPort (the engine, in the process wiring); readiness through the ReadinessPort.
 import swagger from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
-import type {
-  FastifyBaseLogger,
-  FastifyError,
-  FastifyInstance,
-  FastifyReply,
-  FastifyRequest,
-  FastifySchemaValidationError,
-} from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { InstanceFilter, RecordedPowerState, Store, VmState } from '../store/types.ts';
 import { bearerTokenCheck } from './auth.ts';
+import { discardRestOfUpload } from './drain.ts';
+import {
+  apiError,
+  clientErrorResponse,
+  describeError,
+  statusOf,
+  truncate,
+  validationError,
+} from './errors.ts';
+import type { ApiErrorCode } from './errors.ts';
 import { markAuthenticated } from './listen.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { parseParameters } from './params.ts';
+import { RouteMethods } from './route-methods.ts';
 import {
   DEFAULT_PAGE,
   UUID_PATTERN,
@@ -30,14 +35,7 @@ import {
   watchSchema,
 } from './schemas.ts';
 import { ActionRejected, ServerError } from './types.ts';
-import type {
-  ActionName,
-  ActionPort,
-  ActionRejectedCode,
-  ApiError,
-  ApiErrorCode,
-  ReadinessPort,
-} from './types.ts';
+import type { ActionName, ActionPort, ApiError, ReadinessPort } from './types.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
@@ -55,23 +53,23 @@ export interface ServerOptions {
   readonly watchHeartbeatMs?: number;
   /** Events one watch stream may hold beyond what its socket has taken. Default 1 000. */
   readonly watchBufferLimit?: number;
-  /** Watch streams open at once; more are answered 503. Each holds a buffer and a subscription. Default 1 000. */
-  readonly maxWatchStreams?: number;
+  /** Watch streams open at once; more are answered 503 with Retry-After. Default 1 000. */
+  readonly maxWatchers?: number;
+  /**
+   * Bytes all watch streams together may hold for clients that have not read them; a stream over
+   * its share (this divided among the open streams) is ended with a resume point. Default 64 MiB.
+   */
+  readonly watchBufferBytes?: number;
   /** Largest request body, bytes. Default 64 KiB (the largest valid body is a few dozen bytes). */
   readonly bodyLimit?: number;
   /** Epoch-ms clock. Default Date.now. */
   readonly now?: () => number;
 }
 
-const ACTION_STATUS: Record<ActionRejectedCode, number> = {
-  'not-found': 404,
-  'task-in-flight': 409,
-  'invalid-action': 409,
-  unavailable: 503,
-};
-
 const PUBLIC_ROUTES = new Set(['/healthz']);
 const CLOSE_GRACE_MS = 2000;
+/** Seconds a client refused for too many watchers is told to wait before trying again. */
+const WATCH_RETRY_AFTER_S = 5;
 
 export function buildServer(options: ServerOptions): FastifyInstance {
   if (options.token !== undefined && options.token.trim() === '') {
@@ -89,18 +87,31 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     // Answered by the onRequest hook below instead, in the API's error shape.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // The router's own refusals (a malformed escape or an over-long segment in the path).
+    frameworkErrors: (error, _request, reply) => {
+      const { status, body } = describeError(error);
+      void (reply as FastifyReply).code(status).send(body);
+    },
+    // What Node's HTTP parser refuses never reaches a route: answered here in the same shape.
+    clientErrorHandler: (error, socket) => {
+      if ((error as { code?: string }).code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.writable) socket.write(clientErrorResponse(error));
+      socket.destroy();
+    },
     ajv: {
       customOptions: {
         // Unknown fields are refused, not silently dropped: a typo must not widen a query.
         removeAdditional: false,
-        coerceTypes: true,
+        // Query and header numbers are read strictly by parseParameters; bodies are JSON typed
+        // already, where coercion would turn {"action":null} into "".
+        coerceTypes: false,
         useDefaults: true,
         allErrors: false,
         // Puts the offending value on each error so the message can quote it.
         verbose: true,
       },
     },
-    schemaErrorFormatter: validationError,
+    schemaErrorFormatter: (errors, dataVar) => validationError(errors, dataVar, UUID_PATTERN),
   }) as unknown as FastifyInstance;
 
   // Fastify would hand text/plain bodies to the schema as strings; 415 says what is wrong.
@@ -134,6 +145,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       .header('www-authenticate', 'Bearer realm="hvsync"')
       .send(apiError('unauthorized', 'missing or wrong bearer token (Authorization: Bearer ...)'));
   });
+  app.addHook('preValidation', async (request) => parseParameters(request));
   app.addHook('onResponse', async (request, reply) => {
     recordRequest(metrics, request, reply);
     request.log.debug(
@@ -146,16 +158,30 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       'request',
     );
   });
-  app.setErrorHandler(async (error: FastifyError, request, reply) => {
-    const { status, body } = describeError(error);
+  app.setErrorHandler(async (error, request, reply) => {
+    const { status, body } = describeError(error as Parameters<typeof describeError>[0]);
     if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (!request.raw.complete) {
+      // The body parser gave up on the body half-way; the client may still be uploading and
+      // would see a reset instead of this answer if the connection closed now.
+      reply.removeHeader('connection');
+      discardRestOfUpload(request.raw);
+    }
     return reply.code(status).send(body);
   });
+  const routeMethods = new RouteMethods();
+  app.addHook('onRoute', (route) => routeMethods.add(route.url, route.method));
   app.setNotFoundHandler(async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
-    return reply
-      .code(404)
-      .send(apiError('not-found', `no route ${request.method} ${truncate(path, 200)}`));
+    const allowed = routeMethods.allowedFor(path);
+    if (allowed.length > 0) {
+      return sendError(
+        reply.header('allow', allowed.join(', ')),
+        'method-not-allowed',
+        `${request.method} is not allowed on ${truncate(path, 200)}; use ${allowed.join(', ')}`,
+      );
+    }
+    return sendError(reply, 'not-found', `no route ${request.method} ${truncate(path, 200)}`);
   });
 
   void app.register(swagger, {
@@ -184,13 +210,14 @@ async function routes(
 ): Promise<void> {
   const { store, actions, readiness, registry } = options;
   const now = options.now ?? Date.now;
-  const maxWatchStreams = options.maxWatchStreams ?? 1_000;
+  const maxWatchers = options.maxWatchers ?? 1_000;
   const watches = new WatchHub(
     store,
     {
       heartbeatMs: options.watchHeartbeatMs ?? 15_000,
       bufferLimit: options.watchBufferLimit ?? 1_000,
       pageSize: 500,
+      bufferBytes: options.watchBufferBytes ?? 64 * 1024 * 1024,
     },
     {
       onOpen: () => metrics.watchStreams.inc(),
@@ -210,13 +237,21 @@ async function routes(
       host?: string;
       vmState?: VmState;
       powerState?: RecordedPowerState;
+      includeDeleted?: boolean;
       limit?: number;
       after?: string;
     };
   }>('/v1/instances', { schema: listInstancesSchema }, async (request) => {
-    const { host, vmState, powerState, after } = request.query;
+    const { host, vmState, powerState, after, includeDeleted } = request.query;
     const limit = request.query.limit ?? DEFAULT_PAGE;
-    const filter: InstanceFilter = { host, vmState, powerState, after: after?.toLowerCase() };
+    const filter: InstanceFilter = {
+      host,
+      vmState,
+      powerState,
+      // Deleted instances are history: shown when asked for by state or with includeDeleted.
+      hideDeleted: vmState === undefined && includeDeleted !== true,
+      after: after?.toLowerCase(),
+    };
     // One extra row says whether there is a next page without a second query, unless the
     // store's own cap cut it off.
     const rows = await store.listInstances({ ...filter, limit: limit + 1 });
@@ -266,7 +301,7 @@ async function routes(
           .send({ task: apiTask(record, action, now()), instance: apiInstance(record) });
       } catch (error) {
         if (!(error instanceof ActionRejected)) throw error;
-        return reply.code(ACTION_STATUS[error.code]).send(apiError(error.code, error.message));
+        return sendError(reply, error.code, error.message);
       }
     },
   );
@@ -299,19 +334,18 @@ async function routes(
     async (request, reply) => {
       // EventSource reconnects to the same URL, so its Last-Event-ID is newer than `since`.
       const since = lastEventId(request) ?? request.query.since ?? null;
-      if (watches.size >= maxWatchStreams) {
-        return reply
-          .code(503)
-          .send(
-            apiError(
-              'unavailable',
-              `too many watch streams open (${maxWatchStreams}); retry later`,
-            ),
-          );
+      if (watches.size >= maxWatchers) {
+        return sendError(
+          reply.header('retry-after', String(WATCH_RETRY_AFTER_S)),
+          'too-many-watchers',
+          `${maxWatchers} watch streams are open, the most this server allows; ` +
+            `retry in ${WATCH_RETRY_AFTER_S} s`,
+        );
       }
       const opening = await watches.open(since);
       if (!opening.ok) return reply.code(opening.status).send(opening.body);
       const { stream } = opening;
+      stream.dropConnection = () => request.raw.socket.destroy();
       reply.raw.on('close', () => stream.clientClosed());
       // The client may have gone while the stream was being opened: 'close' has fired already.
       if (request.raw.socket.destroyed) stream.clientClosed();
@@ -333,9 +367,8 @@ async function routes(
 
 function lastEventId(request: FastifyRequest): number | null {
   const value: unknown = request.headers['last-event-id'];
-  if (value === undefined || value === '') return null;
-  // The header schema has validated (and coerced) it; Number() covers either form.
-  return Number(value);
+  // parseParameters has read it as an integer, or removed it when empty.
+  return typeof value === 'number' ? value : null;
 }
 
 function recordRequest(metrics: ServerMetrics, request: FastifyRequest, reply: FastifyReply): void {
@@ -346,110 +379,12 @@ function recordRequest(metrics: ServerMetrics, request: FastifyRequest, reply: F
   if (route !== '/v1/watch') metrics.duration.observe({ method, route }, reply.elapsedTime / 1000);
 }
 
-function apiError(error: ApiErrorCode, message: string): ApiError {
-  return { error, message };
+function sendError(reply: FastifyReply, code: ApiErrorCode, message: string): FastifyReply {
+  return reply.code(statusOf(code)).send(apiError(code, message));
 }
 
 function unknownInstance(uuid: string): ApiError {
   return apiError('not-found', `instance ${uuid} not found`);
-}
-
-/** Maps whatever a handler or Fastify threw to one status and the one error shape. */
-function describeError(error: FastifyError): { status: number; body: ApiError } {
-  if (error.validation !== undefined) {
-    return { status: 400, body: apiError('invalid-request', error.message) };
-  }
-  switch (error.code) {
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return { status: 400, body: apiError('bad-request', 'request body is not valid JSON') };
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return {
-        status: 400,
-        body: apiError(
-          'bad-request',
-          'request body is empty; expected JSON like {"action":"start"}',
-        ),
-      };
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return {
-        status: 413,
-        body: apiError('payload-too-large', 'request body is larger than this server accepts'),
-      };
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return {
-        status: 415,
-        body: apiError('unsupported-media-type', 'send the request body as application/json'),
-      };
-  }
-  const status = error.statusCode ?? 500;
-  if (status >= 400 && status < 500) {
-    return { status, body: apiError('bad-request', truncate(error.message, 300)) };
-  }
-  return { status: 500, body: apiError('internal', 'internal error; see the server log') };
-}
-
-const WHERE: Record<string, string> = {
-  querystring: 'query parameter',
-  params: 'path parameter',
-  body: 'body field',
-  headers: 'header',
-};
-
-/** One message naming the field and the problem, e.g. "query parameter 'vmState' must be one of ...". */
-function validationError(errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const first = errors[0];
-  if (first === undefined) return new Error(`invalid ${dataVar}`);
-  const kind = WHERE[dataVar] ?? dataVar;
-  const field = first.instancePath.split('/').slice(1).join('.');
-  const named = field === '' ? (dataVar === 'body' ? 'body' : dataVar) : `${kind} '${field}'`;
-  const got = 'data' in first ? `; got ${quote((first as { data: unknown }).data)}` : '';
-  const params = first.params as Record<string, unknown>;
-  let message: string;
-  switch (first.keyword) {
-    case 'enum':
-      message = `${named} must be one of ${(params.allowedValues as unknown[]).join(', ')}${got}`;
-      break;
-    case 'required':
-      message = `${kind} '${String(params.missingProperty)}' is required`;
-      break;
-    case 'additionalProperties':
-      message = `unknown ${kind} '${String(params.additionalProperty)}'`;
-      break;
-    case 'type':
-      message = `${named} must be ${article(String(params.type))}${got}`;
-      break;
-    case 'minimum':
-    case 'maximum':
-      message = `${named} must be ${params.comparison} ${params.limit}${got}`;
-      break;
-    case 'minLength':
-      message = `${named} must not be empty`;
-      break;
-    case 'pattern':
-      message =
-        params.pattern === UUID_PATTERN
-          ? `${named} must be a UUID (8-4-4-4-12 hexadecimal digits)${got}`
-          : `${named} has the wrong format${got}`;
-      break;
-    default:
-      message = `${named} ${first.message ?? 'is invalid'}${got}`;
-  }
-  return new Error(message);
-}
-
-function article(type: string): string {
-  if (type === 'object') return 'a JSON object';
-  if (type === 'integer') return 'an integer';
-  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
-}
-
-function quote(value: unknown): string {
-  const text = typeof value === 'string' ? `'${value}'` : (JSON.stringify(value) ?? String(value));
-  return truncate(text, 80);
-}
-
-function truncate(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
 function messageOf(error: unknown): string {

@@ -69,7 +69,7 @@ const pageLimit = {
 } as const;
 
 export const listInstancesSchema = {
-  summary: 'List instances, filtered and paginated by UUID',
+  summary: 'List instances, filtered and paginated by UUID; deleted ones only when asked for',
   tags: ['instances'],
   querystring: {
     type: 'object',
@@ -78,6 +78,11 @@ export const listInstancesSchema = {
       host: { type: 'string', minLength: 1 },
       vmState: { type: 'string', enum: VM_STATES },
       powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+      includeDeleted: {
+        type: 'boolean',
+        default: false,
+        description: 'also list deleted instances, which are left out unless vmState asks for them',
+      },
       limit: pageLimit,
       after: { ...uuid, description: 'the `next` cursor of the previous page' },
     },

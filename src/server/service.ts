@@ -25,6 +25,8 @@ export interface ServiceConfig {
   readonly policy: Policy;
   readonly reconcileIntervalMs: number;
   readonly token?: string;
+  /** Watch streams served at once (the API's default when absent). */
+  readonly maxWatchers?: number;
   readonly logger: Logger;
 }
 
@@ -157,6 +159,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     readiness,
     registry,
     token: config.token,
+    maxWatchers: config.maxWatchers,
     logger: logger.child({ component: 'api' }),
   });
   let listening: Listening;

@@ -116,26 +116,9 @@ export interface ApiWatchEvent {
   readonly instance: ApiInstance;
 }
 
-export type ApiErrorCode =
-  | 'invalid-request'
-  | 'bad-request'
-  | 'unauthorized'
-  | 'not-found'
-  | 'payload-too-large'
-  | 'unsupported-media-type'
-  | 'task-in-flight'
-  | 'invalid-action'
-  | 'unavailable'
-  | 'revision-too-old'
-  | 'revision-too-new'
-  | 'internal';
-
-export interface ApiError {
-  readonly error: ApiErrorCode;
-  readonly message: string;
-  /** With revision-too-old: the oldest revision the server can still replay from. */
-  readonly oldestRevision?: number;
-}
+// The error codes and their statuses live in errors.ts, next to the code that answers them.
+export type { ApiError, ApiErrorCode } from './errors.ts';
+export { API_ERRORS } from './errors.ts';
 
 /**
  * The `data` of an `event: error` that ends a watch stream: `too-slow` (the client fell too far

@@ -6,7 +6,12 @@
 // skipped. Memory is bounded everywhere: replay reads the next page only after the previous one
 // has gone to the socket; changes kept during replay are dropped past the limit (the log still
 // has them, so replay just carries on); a live stream whose client falls `bufferLimit` events
-// behind is ended with an `event: error` naming the revision to resume from.
+// or its share of `bufferBytes` behind is ended with an `event: error` naming the revision to
+// resume from, and its connection is dropped if the client does not read even that.
+//
+// The hub holds the one store subscription and serialises each live change once: every stream
+// queues and writes the same bytes, so a thousand watchers cost a thousand references, not a
+// thousand copies.
 import { PassThrough } from 'node:stream';
 import type { ChangeRecord, Store } from '../store/types.ts';
 import type { ApiError, ApiWatchError } from './types.ts';
@@ -18,7 +23,30 @@ export interface WatchSettings {
   readonly bufferLimit: number;
   /** Change-log rows read per replay step; capped at bufferLimit. */
   readonly pageSize: number;
+  /** Bytes all streams together may hold unread; each stream may hold its share of it. */
+  readonly bufferBytes: number;
+  /** How long an ended stream's client has to read the closing event before it is dropped. */
+  readonly lingerMs?: number;
 }
+
+/** A stream's share of `bufferBytes` never drops below this, however many streams are open. */
+const MIN_SHARE_BYTES = 64 * 1024;
+const DEFAULT_LINGER_MS = 10_000;
+
+/** One change, serialised once for every stream that sends it. */
+interface Outgoing {
+  readonly revision: number;
+  readonly bytes: Buffer;
+}
+
+function outgoing(change: ChangeRecord): Outgoing {
+  return {
+    revision: change.revision,
+    bytes: Buffer.from(sseEvent('instance', apiWatchEvent(change), change.revision)),
+  };
+}
+
+const HEARTBEAT = Buffer.from(sseComment('heartbeat'));
 
 export type WatchEndReason =
   'client-closed' | 'too-slow' | 'revision-too-old' | 'shutting-down' | 'internal';
@@ -45,9 +73,10 @@ export type WatchOpening =
   | { readonly ok: true; readonly stream: WatchStream }
   | { readonly ok: false; readonly status: 410; readonly body: ApiError };
 
-/** Opens streams on one store and ends them all on shutdown. */
+/** Opens streams on one store, fans its changes out to them, and ends them all on shutdown. */
 export class WatchHub {
   private readonly streams = new Set<WatchStream>();
+  private unsubscribe: (() => void) | null = null;
 
   constructor(
     private readonly store: Store,
@@ -59,17 +88,50 @@ export class WatchHub {
     return this.streams.size;
   }
 
+  /** Bytes the open streams hold for their clients, shared bytes counted once per stream. */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const stream of this.streams) total += stream.bufferedBytes;
+    return total;
+  }
+
+  /** What one stream may hold now: the byte budget divided among the open streams. */
+  private share(): number {
+    return Math.max(MIN_SHARE_BYTES, Math.floor(this.settings.bufferBytes / this.streams.size));
+  }
+
+  private add(stream: WatchStream): void {
+    this.streams.add(stream);
+    // Subscribed only while someone watches; a stream added before it reads the log's bounds
+    // sees every commit after them.
+    this.unsubscribe ??= this.store.subscribe((changes) => this.fanOut(changes));
+  }
+
+  private remove(stream: WatchStream): void {
+    this.streams.delete(stream);
+    if (this.streams.size === 0 && this.unsubscribe !== null) {
+      this.unsubscribe();
+      this.unsubscribe = null;
+    }
+  }
+
+  private fanOut(changes: readonly ChangeRecord[]): void {
+    if (this.streams.size === 0) return;
+    const events = changes.map(outgoing);
+    for (const stream of [...this.streams]) stream.receive(events);
+  }
+
   /** `since` null: only changes committed from now on. */
   async open(since: number | null): Promise<WatchOpening> {
     // Subscribed before the bounds are read, so nothing committed after the check is missed.
-    const stream = new WatchStream(this.store, this.settings, {
+    const stream = new WatchStream(this.store, this.settings, () => this.share(), {
       ...this.hooks,
       onEnd: (reason, started) => {
-        this.streams.delete(stream);
+        this.remove(stream);
         if (started) this.hooks.onEnd(reason);
       },
     });
-    this.streams.add(stream);
+    this.add(stream);
     let bounds: { oldestRevision: number; latestRevision: number };
     try {
       bounds = await this.store.changesSince(Number.MAX_SAFE_INTEGER, 1);
@@ -124,33 +186,34 @@ interface StreamHooks {
   readonly onError: (error: unknown) => void;
 }
 
-interface Outgoing {
-  readonly revision: number;
-  readonly text: string;
-}
-
 export class WatchStream {
   /** The response body. */
   readonly output = new PassThrough();
-  private readonly settings: WatchSettings;
+  /** Closes the client's connection; set by whoever serves the stream. */
+  dropConnection: (() => void) | null = null;
+  private readonly settings: Required<WatchSettings>;
   private readonly outbox: Outgoing[] = [];
+  private outboxBytes = 0;
   private blocked = false;
   private live = false;
   /** Changes that arrived during replay; null once going live. */
-  private kept: ChangeRecord[] | null = [];
+  private kept: Outgoing[] | null = [];
+  private keptBytes = 0;
   /** Bumped whenever `kept` is dropped for size, so replay knows to read the log again. */
   private keptEpoch = 0;
   private lastQueued = 0;
   private lastSent = 0;
   private started = false;
   private ended = false;
-  private readonly unsubscribe: () => void;
   private heartbeat: NodeJS.Timeout | null = null;
+  private linger: NodeJS.Timeout | null = null;
   private roomWaiters: (() => void)[] = [];
 
   constructor(
     private readonly store: Store,
     settings: WatchSettings,
+    /** The bytes this stream may hold right now. */
+    private readonly share: () => number,
     private readonly hooks: StreamHooks,
   ) {
     const bufferLimit = Math.max(1, Math.floor(settings.bufferLimit));
@@ -158,14 +221,22 @@ export class WatchStream {
       heartbeatMs: settings.heartbeatMs,
       bufferLimit,
       pageSize: Math.max(1, Math.min(bufferLimit, Math.floor(settings.pageSize))),
+      bufferBytes: settings.bufferBytes,
+      lingerMs: settings.lingerMs ?? DEFAULT_LINGER_MS,
     };
-    this.unsubscribe = store.subscribe((changes) => this.onChanges(changes));
     this.output.on('drain', () => {
       this.blocked = false;
       this.flush();
     });
     this.output.on('error', () => this.finish('client-closed'));
     this.output.on('close', () => this.finish('client-closed'));
+  }
+
+  /** What this stream holds that its client has not taken: queued and in the output buffer. */
+  get bufferedBytes(): number {
+    return (
+      this.outboxBytes + this.keptBytes + this.output.writableLength + this.output.readableLength
+    );
   }
 
   /** Starts sending changes after revision `since`. */
@@ -176,7 +247,7 @@ export class WatchStream {
     this.write(sseComment(`watching from revision ${since}`));
     if (this.settings.heartbeatMs > 0) {
       this.heartbeat = setInterval(() => {
-        if (!this.blocked) this.write(sseComment('heartbeat'));
+        if (!this.blocked) this.write(HEARTBEAT);
       }, this.settings.heartbeatMs);
       this.heartbeat.unref();
     }
@@ -192,6 +263,7 @@ export class WatchStream {
 
   /** The client went away. */
   clientClosed(): void {
+    if (this.linger !== null) clearTimeout(this.linger);
     this.finish('client-closed');
   }
 
@@ -227,7 +299,7 @@ export class WatchStream {
         });
         return;
       }
-      for (const change of page.changes) this.enqueue(change);
+      for (const change of page.changes) this.enqueue(outgoing(change));
       this.flush();
       const caughtUp = this.lastQueued >= page.latestRevision;
       const kept = this.kept ?? [];
@@ -235,65 +307,77 @@ export class WatchStream {
       if (caughtUp && epoch === this.keptEpoch && fits) {
         // Synchronous from here to `live`: no commit can slip between the two.
         this.kept = null;
+        this.keptBytes = 0;
         this.live = true;
-        for (const change of kept) this.enqueue(change);
+        for (const event of kept) this.enqueue(event);
         this.flush();
         return;
       }
     }
   }
 
-  private onChanges(changes: readonly ChangeRecord[]): void {
+  /** Live changes from the hub, already serialised. */
+  receive(events: readonly Outgoing[]): void {
     if (this.ended) return;
     if (!this.live) {
       const kept = this.kept ?? [];
-      if (kept.length + changes.length > this.settings.bufferLimit) {
+      let bytes = this.keptBytes;
+      for (const event of events) bytes += event.bytes.length;
+      if (kept.length + events.length > this.settings.bufferLimit || bytes > this.share()) {
         this.kept = [];
+        this.keptBytes = 0;
         this.keptEpoch++;
       } else {
-        for (const change of changes) kept.push(change);
+        for (const event of events) kept.push(event);
+        this.keptBytes = bytes;
       }
       return;
     }
-    for (const change of changes) {
-      if (change.revision <= this.lastQueued) continue;
+    for (const event of events) {
+      if (event.revision <= this.lastQueued) continue;
+      const share = this.share();
       if (this.outbox.length >= this.settings.bufferLimit) {
-        this.endWithError('too-slow', {
-          error: 'too-slow',
-          message:
-            `this stream fell more than ${this.settings.bufferLimit} changes behind; ` +
-            `resume with since=${this.lastSent}`,
-          lastRevision: this.lastSent,
-        });
+        this.tooSlow(`more than ${this.settings.bufferLimit} changes`);
         return;
       }
-      this.enqueue(change);
+      if (this.bufferedBytes + event.bytes.length > share) {
+        this.tooSlow(`more than its share of the watch buffer (${share} bytes)`);
+        return;
+      }
+      this.enqueue(event);
     }
     this.flush();
   }
 
-  private enqueue(change: ChangeRecord): void {
-    if (change.revision <= this.lastQueued) return;
-    this.outbox.push({
-      revision: change.revision,
-      text: sseEvent('instance', apiWatchEvent(change), change.revision),
+  private tooSlow(behind: string): void {
+    this.endWithError('too-slow', {
+      error: 'too-slow',
+      message: `this stream fell ${behind} behind; resume with since=${this.lastSent}`,
+      lastRevision: this.lastSent,
     });
-    this.lastQueued = change.revision;
+  }
+
+  private enqueue(event: Outgoing): void {
+    if (event.revision <= this.lastQueued) return;
+    this.outbox.push(event);
+    this.outboxBytes += event.bytes.length;
+    this.lastQueued = event.revision;
   }
 
   private flush(): void {
     while (!this.blocked && !this.ended && this.outbox.length > 0) {
       const next = this.outbox.shift()!;
+      this.outboxBytes -= next.bytes.length;
       this.lastSent = next.revision;
       this.hooks.onEventSent();
-      this.write(next.text);
+      this.write(next.bytes);
     }
     if (this.outbox.length === 0 || this.ended) this.wakeRoomWaiters();
   }
 
-  private write(text: string): void {
+  private write(chunk: string | Buffer): void {
     if (this.ended || this.output.destroyed || this.output.writableEnded) return;
-    if (!this.output.write(text)) this.blocked = true;
+    if (!this.output.write(chunk)) this.blocked = true;
   }
 
   /** Resolves when the previous page has gone to the socket (or the stream ended). */
@@ -312,17 +396,28 @@ export class WatchStream {
     if (this.ended) return;
     // The events already written reach the client before this one: only the outbox is dropped.
     this.outbox.length = 0;
+    this.outboxBytes = 0;
     this.write(sseEvent('error', body));
     this.finish(reason);
+    // A client that does not read even the closing event must not hold its buffers for ever.
+    if (!this.output.readableEnded && this.dropConnection !== null) {
+      const drop = this.dropConnection;
+      this.linger = setTimeout(drop, this.settings.lingerMs);
+      this.linger.unref();
+      this.output.once('end', () => {
+        if (this.linger !== null) clearTimeout(this.linger);
+      });
+    }
   }
 
   private finish(reason: WatchEndReason): void {
     if (this.ended) return;
     this.ended = true;
-    this.unsubscribe();
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.outbox.length = 0;
+    this.outboxBytes = 0;
     this.kept = null;
+    this.keptBytes = 0;
     this.wakeRoomWaiters();
     if (!this.output.destroyed && !this.output.writableEnded) this.output.end();
     this.hooks.onEnd(reason, this.started);

@@ -245,6 +245,7 @@ export class SqliteStore implements Store {
       where('vm_state = ?', filter.vmState);
       where('power_state = ?', filter.powerState);
       where('uuid > ?', filter.after);
+      if (filter.hideDeleted === true) conditions.push("vm_state <> 'deleted'");
       params.push(pageSize(filter.limit, INSTANCE_PAGE));
       return this.listStatement(conditions)
         .all(...params)

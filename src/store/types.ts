@@ -121,6 +121,8 @@ export interface InstanceFilter {
   readonly host?: string;
   readonly vmState?: VmState;
   readonly powerState?: RecordedPowerState;
+  /** Leaves out instances whose vmState is `deleted`. */
+  readonly hideDeleted?: boolean;
   /** Page size; the store caps it. */
   readonly limit?: number;
   /** Keyset pagination: uuids strictly greater than this. */

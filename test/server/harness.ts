@@ -1,7 +1,9 @@
 // A real API server on 127.0.0.1 over a real SQLite file, with an ActionPort that plays the
 // engine's part on the store: it records the task, then finishes it a little later.
 
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -231,4 +233,66 @@ export async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: unknown;
+  text: string;
+}
+
+export async function call(
+  harness: Harness,
+  path: string,
+  init: RequestInit & { json?: unknown } = {},
+): Promise<Reply> {
+  const headers = new Headers(init.headers);
+  let body = init.body;
+  if (init.json !== undefined) {
+    headers.set('content-type', 'application/json');
+    body = JSON.stringify(init.json);
+  }
+  const response = await fetch(`${harness.url}${path}`, { ...init, headers, body });
+  const text = await response.text();
+  let parsed: unknown = undefined;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Not JSON (metrics): the text is what the test looks at.
+  }
+  return { status: response.status, headers: response.headers, body: parsed, text };
+}
+
+export function errorOf(reply: Reply): { error: string; message: string } {
+  const body = reply.body as { error?: unknown; message?: unknown };
+  assert.equal(typeof body.error, 'string', `error code in ${reply.text}`);
+  assert.equal(typeof body.message, 'string', `message in ${reply.text}`);
+  return body as { error: string; message: string };
+}
+
+/** The `error` code of a raw HTTP response's JSON body, or null when it has none. */
+export function apiErrorIn(response: string): string | null {
+  const body = response.slice(response.indexOf('\r\n\r\n') + 4);
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown; message?: unknown };
+    return typeof parsed.error === 'string' && typeof parsed.message === 'string'
+      ? parsed.error
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Sends `payload` on a fresh connection and resolves with everything read until it closes. */
+export function rawExchange(harness: Harness, payload: string): Promise<string> {
+  const address = new URL(harness.url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(address.port), address.hostname);
+    let text = '';
+    socket.on('data', (chunk) => (text += chunk.toString('latin1')));
+    socket.on('close', () => resolve(text));
+    socket.on('error', () => resolve(text));
+    socket.end(payload);
+  });
 }

@@ -301,8 +301,8 @@ describe('watch: retention, slow consumers, heartbeats, shutdown', () => {
     }
   });
 
-  test('past the stream limit a watch is refused with 503, and a closed stream frees its place', async () => {
-    const h = await startServer({ maxWatchStreams: 2 });
+  test('past --max-watchers a watch is refused with 503 and Retry-After, and a closed stream frees its place', async () => {
+    const h = await startServer({ maxWatchers: 2 });
     try {
       const first = await Watch.open(h, '');
       const second = await Watch.open(h, '');
@@ -310,7 +310,10 @@ describe('watch: retention, slow consumers, heartbeats, shutdown', () => {
       const refused = await Watch.open(h, '');
       await refused.until('the refusal', () => refused.ended);
       assert.equal(refused.status, 503);
-      assert.equal(JSON.parse(refused.body).error, 'unavailable');
+      assert.equal(refused.response.headers['retry-after'], '5');
+      const body = JSON.parse(refused.body) as { error: string; message: string };
+      assert.equal(body.error, 'too-many-watchers');
+      assert.match(body.message, /2 watch streams are open/);
       first.close();
       await waitFor('the place freed', async () => (await metric(h, 'hvsync_watch_streams')) === 1);
       const third = await Watch.open(h, '');
