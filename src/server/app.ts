@@ -60,6 +60,8 @@ export interface ServerOptions {
    * its share (this divided among the open streams) is ended with a resume point. Default 64 MiB.
    */
   readonly watchBufferBytes?: number;
+  /** How long a stream ended for falling behind waits for its client to read the end. Default 10 000. */
+  readonly watchLingerMs?: number;
   /** Largest request body, bytes. Default 64 KiB (the largest valid body is a few dozen bytes). */
   readonly bodyLimit?: number;
   /** Epoch-ms clock. Default Date.now. */
@@ -218,6 +220,7 @@ async function routes(
       bufferLimit: options.watchBufferLimit ?? 1_000,
       pageSize: 500,
       bufferBytes: options.watchBufferBytes ?? 64 * 1024 * 1024,
+      lingerMs: options.watchLingerMs,
     },
     {
       onOpen: () => metrics.watchStreams.inc(),
@@ -230,6 +233,7 @@ async function routes(
       onError: (error) => app.log.error({ err: error }, 'watch stream failed'),
     },
   );
+  metrics.watchBuffered.read = () => watches.bufferedBytes;
   app.addHook('preClose', async () => watches.closeAll());
 
   app.get<{

@@ -11,6 +11,8 @@ export interface ServerMetrics {
   readonly watchStreams: Gauge;
   readonly watchEvents: Counter;
   readonly watchEnded: Counter<'reason'>;
+  /** Where hvsync_watch_buffered_bytes reads from at scrape time; set by the watch hub's owner. */
+  readonly watchBuffered: { read: () => number };
 }
 
 /**
@@ -18,7 +20,19 @@ export interface ServerMetrics {
  * same registry (tests, a restart in-process) must not fail on duplicate names.
  */
 export function serverMetrics(registry: Registry): ServerMetrics {
+  const watchBuffered = { read: () => 0 };
+  reuse(registry, 'hvsync_watch_buffered_bytes', Gauge, (name) => {
+    return new Gauge({
+      name,
+      help: 'Bytes watch streams hold for clients that have not read them yet',
+      registers: [registry],
+      collect() {
+        this.set(watchBuffered.read());
+      },
+    });
+  });
   return {
+    watchBuffered,
     requests: reuse(registry, 'hvsync_http_requests_total', Counter, (name) => {
       return new Counter({
         name,

@@ -6,12 +6,16 @@
 // skipped. Memory is bounded everywhere: replay reads the next page only after the previous one
 // has gone to the socket; changes kept during replay are dropped past the limit (the log still
 // has them, so replay just carries on); a live stream whose client falls `bufferLimit` events
-// or its share of `bufferBytes` behind is ended with an `event: error` naming the revision to
-// resume from, and its connection is dropped if the client does not read even that.
+// behind is ended with an `event: error` naming the revision to resume from, and its connection
+// is dropped if the client does not read even that.
 //
 // The hub holds the one store subscription and serialises each live change once: every stream
 // queues and writes the same bytes, so a thousand watchers cost a thousand references, not a
-// thousand copies.
+// thousand copies. The hub keeps the serialised changes some stream has not yet taken, oldest
+// first, within `bufferBytes` in all: when a new change would exceed it, the streams still
+// holding the oldest change are the ones furthest behind, and they are ended (or, replaying,
+// drop what they kept and read the log instead) until it fits. A burst that healthy clients
+// take at once costs nothing beyond its own bytes.
 import { PassThrough } from 'node:stream';
 import type { ChangeRecord, Store } from '../store/types.ts';
 import type { ApiError, ApiWatchError } from './types.ts';
@@ -23,14 +27,12 @@ export interface WatchSettings {
   readonly bufferLimit: number;
   /** Change-log rows read per replay step; capped at bufferLimit. */
   readonly pageSize: number;
-  /** Bytes all streams together may hold unread; each stream may hold its share of it. */
+  /** Bytes of serialised changes all streams together may hold for clients that lag. */
   readonly bufferBytes: number;
   /** How long an ended stream's client has to read the closing event before it is dropped. */
   readonly lingerMs?: number;
 }
 
-/** A stream's share of `bufferBytes` never drops below this, however many streams are open. */
-const MIN_SHARE_BYTES = 64 * 1024;
 const DEFAULT_LINGER_MS = 10_000;
 
 /** One change, serialised once for every stream that sends it. */
@@ -77,6 +79,10 @@ export type WatchOpening =
 export class WatchHub {
   private readonly streams = new Set<WatchStream>();
   private unsubscribe: (() => void) | null = null;
+  /** Serialised live changes, oldest first, from the oldest one a stream still holds. */
+  private window: Outgoing[] = [];
+  private windowStart = 0;
+  private windowBytes = 0;
 
   constructor(
     private readonly store: Store,
@@ -88,16 +94,9 @@ export class WatchHub {
     return this.streams.size;
   }
 
-  /** Bytes the open streams hold for their clients, shared bytes counted once per stream. */
+  /** Bytes of serialised changes held for streams that have not taken them yet. */
   get bufferedBytes(): number {
-    let total = 0;
-    for (const stream of this.streams) total += stream.bufferedBytes;
-    return total;
-  }
-
-  /** What one stream may hold now: the byte budget divided among the open streams. */
-  private share(): number {
-    return Math.max(MIN_SHARE_BYTES, Math.floor(this.settings.bufferBytes / this.streams.size));
+    return this.windowBytes;
   }
 
   private add(stream: WatchStream): void {
@@ -112,19 +111,48 @@ export class WatchHub {
     if (this.streams.size === 0 && this.unsubscribe !== null) {
       this.unsubscribe();
       this.unsubscribe = null;
+      this.window = [];
+      this.windowStart = 0;
+      this.windowBytes = 0;
     }
   }
 
   private fanOut(changes: readonly ChangeRecord[]): void {
     if (this.streams.size === 0) return;
     const events = changes.map(outgoing);
+    for (const event of events) {
+      this.window.push(event);
+      this.windowBytes += event.bytes.length;
+    }
     for (const stream of [...this.streams]) stream.receive(events);
+    this.trim();
+  }
+
+  /** Releases what every stream has taken, then ends the laggards until the window fits. */
+  private trim(): void {
+    let oldestHeld = Number.POSITIVE_INFINITY;
+    for (const stream of this.streams) oldestHeld = Math.min(oldestHeld, stream.oldestHeld());
+    while (this.windowStart < this.window.length) {
+      const oldest = this.window[this.windowStart]!;
+      if (oldest.revision >= oldestHeld && this.windowBytes <= this.settings.bufferBytes) break;
+      if (oldest.revision >= oldestHeld) {
+        for (const stream of [...this.streams]) {
+          if (stream.oldestHeld() <= oldest.revision) stream.overBudget(this.settings.bufferBytes);
+        }
+      }
+      this.windowStart++;
+      this.windowBytes -= oldest.bytes.length;
+    }
+    if (this.windowStart > 1024 && this.windowStart * 2 > this.window.length) {
+      this.window = this.window.slice(this.windowStart);
+      this.windowStart = 0;
+    }
   }
 
   /** `since` null: only changes committed from now on. */
   async open(since: number | null): Promise<WatchOpening> {
     // Subscribed before the bounds are read, so nothing committed after the check is missed.
-    const stream = new WatchStream(this.store, this.settings, () => this.share(), {
+    const stream = new WatchStream(this.store, this.settings, {
       ...this.hooks,
       onEnd: (reason, started) => {
         this.remove(stream);
@@ -193,12 +221,10 @@ export class WatchStream {
   dropConnection: (() => void) | null = null;
   private readonly settings: Required<WatchSettings>;
   private readonly outbox: Outgoing[] = [];
-  private outboxBytes = 0;
   private blocked = false;
   private live = false;
   /** Changes that arrived during replay; null once going live. */
   private kept: Outgoing[] | null = [];
-  private keptBytes = 0;
   /** Bumped whenever `kept` is dropped for size, so replay knows to read the log again. */
   private keptEpoch = 0;
   private lastQueued = 0;
@@ -212,8 +238,6 @@ export class WatchStream {
   constructor(
     private readonly store: Store,
     settings: WatchSettings,
-    /** The bytes this stream may hold right now. */
-    private readonly share: () => number,
     private readonly hooks: StreamHooks,
   ) {
     const bufferLimit = Math.max(1, Math.floor(settings.bufferLimit));
@@ -232,11 +256,26 @@ export class WatchStream {
     this.output.on('close', () => this.finish('client-closed'));
   }
 
-  /** What this stream holds that its client has not taken: queued and in the output buffer. */
-  get bufferedBytes(): number {
-    return (
-      this.outboxBytes + this.keptBytes + this.output.writableLength + this.output.readableLength
-    );
+  /** The oldest revision this stream holds and has not written yet; Infinity when none. */
+  oldestHeld(): number {
+    if (this.ended) return Number.POSITIVE_INFINITY;
+    const held = this.live ? this.outbox[0] : this.kept?.[0];
+    return held?.revision ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** The hub's buffer is full and this stream holds its oldest change. */
+  overBudget(budget: number): void {
+    if (!this.live) {
+      // Replay reads the log again; nothing is lost by letting go of what was kept.
+      this.dropKept();
+      return;
+    }
+    this.tooSlow(`so far behind that it held the oldest of the ${budget} bytes buffered`);
+  }
+
+  private dropKept(): void {
+    this.kept = [];
+    this.keptEpoch++;
   }
 
   /** Starts sending changes after revision `since`. */
@@ -307,7 +346,6 @@ export class WatchStream {
       if (caughtUp && epoch === this.keptEpoch && fits) {
         // Synchronous from here to `live`: no commit can slip between the two.
         this.kept = null;
-        this.keptBytes = 0;
         this.live = true;
         for (const event of kept) this.enqueue(event);
         this.flush();
@@ -321,27 +359,14 @@ export class WatchStream {
     if (this.ended) return;
     if (!this.live) {
       const kept = this.kept ?? [];
-      let bytes = this.keptBytes;
-      for (const event of events) bytes += event.bytes.length;
-      if (kept.length + events.length > this.settings.bufferLimit || bytes > this.share()) {
-        this.kept = [];
-        this.keptBytes = 0;
-        this.keptEpoch++;
-      } else {
-        for (const event of events) kept.push(event);
-        this.keptBytes = bytes;
-      }
+      if (kept.length + events.length > this.settings.bufferLimit) this.dropKept();
+      else for (const event of events) kept.push(event);
       return;
     }
     for (const event of events) {
       if (event.revision <= this.lastQueued) continue;
-      const share = this.share();
       if (this.outbox.length >= this.settings.bufferLimit) {
-        this.tooSlow(`more than ${this.settings.bufferLimit} changes`);
-        return;
-      }
-      if (this.bufferedBytes + event.bytes.length > share) {
-        this.tooSlow(`more than its share of the watch buffer (${share} bytes)`);
+        this.tooSlow(`more than ${this.settings.bufferLimit} changes behind`);
         return;
       }
       this.enqueue(event);
@@ -352,7 +377,7 @@ export class WatchStream {
   private tooSlow(behind: string): void {
     this.endWithError('too-slow', {
       error: 'too-slow',
-      message: `this stream fell ${behind} behind; resume with since=${this.lastSent}`,
+      message: `this stream fell ${behind}; resume with since=${this.lastSent}`,
       lastRevision: this.lastSent,
     });
   }
@@ -360,14 +385,12 @@ export class WatchStream {
   private enqueue(event: Outgoing): void {
     if (event.revision <= this.lastQueued) return;
     this.outbox.push(event);
-    this.outboxBytes += event.bytes.length;
     this.lastQueued = event.revision;
   }
 
   private flush(): void {
     while (!this.blocked && !this.ended && this.outbox.length > 0) {
       const next = this.outbox.shift()!;
-      this.outboxBytes -= next.bytes.length;
       this.lastSent = next.revision;
       this.hooks.onEventSent();
       this.write(next.bytes);
@@ -396,7 +419,6 @@ export class WatchStream {
     if (this.ended) return;
     // The events already written reach the client before this one: only the outbox is dropped.
     this.outbox.length = 0;
-    this.outboxBytes = 0;
     this.write(sseEvent('error', body));
     this.finish(reason);
     // A client that does not read even the closing event must not hold its buffers for ever.
@@ -415,9 +437,7 @@ export class WatchStream {
     this.ended = true;
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.outbox.length = 0;
-    this.outboxBytes = 0;
     this.kept = null;
-    this.keptBytes = 0;
     this.wakeRoomWaiters();
     if (!this.output.destroyed && !this.output.writableEnded) this.output.end();
     this.hooks.onEnd(reason, this.started);

@@ -111,6 +111,41 @@ async function metric(h: Harness, name: string, labels = ''): Promise<number> {
   return match === null ? 0 : Number(match[1]);
 }
 
+/**
+ * Commits big changes to one instance, `batch` at a time, until the server has cut a watcher off
+ * for falling behind; `afterRound` runs after each batch. Fails after `maxRounds`.
+ */
+async function writeUntilCutOff(
+  h: Harness,
+  uuid: string,
+  {
+    batch,
+    maxRounds,
+    afterRound,
+  }: { batch: number; maxRounds: number; afterRound?: () => Promise<void> },
+): Promise<void> {
+  const name = 'n'.repeat(4000);
+  for (
+    let round = 0;
+    (await metric(h, 'hvsync_watch_streams_ended_total', '{reason="too-slow"}')) === 0;
+    round++
+  ) {
+    assert.ok(round < maxRounds, 'the server never cut the stalled stream off');
+    const current = await h.store.getInstance(uuid);
+    await Promise.all(
+      Array.from({ length: batch }, (_, i) =>
+        h.store.write({
+          kind: 'update',
+          uuid,
+          expectedVersion: current!.version + i,
+          patch: { name: `${name}${round}-${i}` },
+        }),
+      ),
+    );
+    await afterRound?.();
+  }
+}
+
 describe('watch: replay and live', () => {
   let h: Harness;
   before(async () => {
@@ -334,27 +369,7 @@ describe('watch: retention, slow consumers, heartbeats, shutdown', () => {
       slow.response.pause();
 
       // Big records fill the socket buffers quickly; keep writing until the server gives up.
-      const name = 'n'.repeat(4000);
-      for (
-        let round = 0;
-        (await metric(h, 'hvsync_watch_streams_ended_total', '{reason="too-slow"}')) === 0;
-        round++
-      ) {
-        assert.ok(round < 200, 'the server never cut the slow stream off');
-        const current = await h.store.getInstance(uuidOf(1));
-        const writes = [];
-        for (let i = 0; i < 200; i++) {
-          writes.push(
-            h.store.write({
-              kind: 'update',
-              uuid: uuidOf(1),
-              expectedVersion: current!.version + i,
-              patch: { name: `${name}${round}-${i}` },
-            }),
-          );
-        }
-        await Promise.all(writes);
-      }
+      await writeUntilCutOff(h, uuidOf(1), { batch: 200, maxRounds: 200 });
 
       slow.response.resume();
       await slow.until('end of stream', () => slow.ended, 20_000);
@@ -379,6 +394,85 @@ describe('watch: retention, slow consumers, heartbeats, shutdown', () => {
       } finally {
         resumed.close();
       }
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('watchers share one byte budget: a stalled one is cut off, the others keep everything, a resume has no gap', async () => {
+    const budget = 256 * 1024;
+    // The event count limit is out of reach here: only the byte budget can cut a stream off.
+    const h = await startServer({ watchBufferBytes: budget, watchBufferLimit: 100_000 });
+    try {
+      await create(h.store, uuidOf(1));
+      const [stalled, ...readers] = await Promise.all([
+        Watch.open(h, '?since=0'),
+        Watch.open(h, '?since=0'),
+        Watch.open(h, '?since=0'),
+      ]);
+      await stalled!.until('first event', () => stalled!.events.length === 1);
+      stalled!.response.pause();
+
+      let highest = 0;
+      // Batches well under the budget: healthy readers take each one whole.
+      await writeUntilCutOff(h, uuidOf(1), {
+        batch: 20,
+        maxRounds: 2000,
+        afterRound: async () => {
+          highest = Math.max(highest, await metric(h, 'hvsync_watch_buffered_bytes'));
+        },
+      });
+      assert.ok(highest <= budget, `watchers held ${highest} bytes, over the ${budget} budget`);
+
+      const latest = (await h.store.changesSince(0, 1)).latestRevision;
+      for (const reader of readers) {
+        await reader.until('reader caught up', () => reader.revisions.at(-1) === latest, 20_000);
+        assert.deepEqual(reader.revisions, range(1, latest));
+        assert.deepEqual(reader.errors, []);
+        assert.equal(reader.ended, false);
+      }
+
+      stalled!.response.resume();
+      await stalled!.until('end of the stalled stream', () => stalled!.ended, 20_000);
+      const [error] = stalled!.errors;
+      assert.ok(error, 'the stalled stream ended with an error event');
+      assert.equal(error.error, 'too-slow');
+      assert.match(error.message, /held the oldest of the 262144 bytes buffered/);
+      assert.deepEqual(stalled!.revisions, range(1, error.lastRevision));
+      const resumed = await Watch.open(h, `?since=${error.lastRevision}`);
+      try {
+        await resumed.until(
+          'resumed to the end',
+          () => resumed.revisions.at(-1) === latest,
+          20_000,
+        );
+        assert.deepEqual(resumed.revisions, range(error.lastRevision + 1, latest));
+      } finally {
+        resumed.close();
+        for (const reader of readers) reader.close();
+      }
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a cut-off client that never reads its closing event loses its connection', async () => {
+    // Cut off by the byte budget, which is reached only once the socket takes nothing more.
+    const h = await startServer({ watchBufferBytes: 256 * 1024, watchLingerMs: 100 });
+    try {
+      await create(h.store, uuidOf(1));
+      const stalled = await Watch.open(h, '?since=0');
+      await stalled.until('first event', () => stalled.events.length === 1);
+      stalled.response.pause();
+      await writeUntilCutOff(h, uuidOf(1), { batch: 20, maxRounds: 2000 });
+      // The client is still paused, so only the server can be closing the connection.
+      const connections = () =>
+        new Promise<number>((resolve, reject) =>
+          h.app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+        );
+      assert.equal(await connections(), 1);
+      await waitFor('the connection dropped', async () => (await connections()) === 0);
+      stalled.close();
     } finally {
       await h.close();
     }
