@@ -224,7 +224,7 @@ async function routes(
     },
     {
       onOpen: () => metrics.watchStreams.inc(),
-      onEventSent: () => metrics.watchEvents.inc(),
+      onEventSent: (count) => metrics.watchEvents.inc(count),
       onEnd: (reason) => {
         metrics.watchStreams.dec();
         metrics.watchEnded.inc({ reason });

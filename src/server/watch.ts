@@ -35,17 +35,48 @@ export interface WatchSettings {
 
 const DEFAULT_LINGER_MS = 10_000;
 
-/** One change, serialised once for every stream that sends it. */
+/** Serialised changes with consecutive revisions `first`..`revision`, sent as one write. */
 interface Outgoing {
+  readonly first: number;
   readonly revision: number;
+  readonly count: number;
   readonly bytes: Buffer;
 }
 
 function outgoing(change: ChangeRecord): Outgoing {
-  return {
-    revision: change.revision,
-    bytes: Buffer.from(sseEvent('instance', apiWatchEvent(change), change.revision)),
+  const bytes = Buffer.from(sseEvent('instance', apiWatchEvent(change), change.revision));
+  return { first: change.revision, revision: change.revision, count: 1, bytes };
+}
+
+/**
+ * One commit's changes serialised once into one buffer: streams that are caught up write it
+ * whole (one write per commit, not per change), the others take the changes they lack, each a
+ * view into the same bytes.
+ */
+interface Batch {
+  readonly whole: Outgoing;
+  readonly each: readonly Outgoing[];
+}
+
+function batchOf(changes: readonly ChangeRecord[]): Batch {
+  const texts = changes.map((change) =>
+    sseEvent('instance', apiWatchEvent(change), change.revision),
+  );
+  const bytes = Buffer.from(texts.join(''));
+  let offset = 0;
+  const each = changes.map((change, i) => {
+    const length = Buffer.byteLength(texts[i]!);
+    const view = bytes.subarray(offset, offset + length);
+    offset += length;
+    return { first: change.revision, revision: change.revision, count: 1, bytes: view };
+  });
+  const whole = {
+    first: changes[0]!.revision,
+    revision: changes.at(-1)!.revision,
+    count: changes.length,
+    bytes,
   };
+  return { whole, each };
 }
 
 const HEARTBEAT = Buffer.from(sseComment('heartbeat'));
@@ -55,7 +86,7 @@ export type WatchEndReason =
 
 export interface WatchHooks {
   readonly onOpen: () => void;
-  readonly onEventSent: () => void;
+  readonly onEventSent: (count: number) => void;
   /** Only for streams that were opened (not for a refused resume). */
   readonly onEnd: (reason: WatchEndReason) => void;
   readonly onError: (error: unknown) => void;
@@ -118,13 +149,11 @@ export class WatchHub {
   }
 
   private fanOut(changes: readonly ChangeRecord[]): void {
-    if (this.streams.size === 0) return;
-    const events = changes.map(outgoing);
-    for (const event of events) {
-      this.window.push(event);
-      this.windowBytes += event.bytes.length;
-    }
-    for (const stream of [...this.streams]) stream.receive(events);
+    if (this.streams.size === 0 || changes.length === 0) return;
+    const batch = batchOf(changes);
+    this.window.push(batch.whole);
+    this.windowBytes += batch.whole.bytes.length;
+    for (const stream of [...this.streams]) stream.receive(batch);
     this.trim();
   }
 
@@ -209,7 +238,7 @@ export function refuseResume(
 }
 
 interface StreamHooks {
-  readonly onEventSent: () => void;
+  readonly onEventSent: (count: number) => void;
   readonly onEnd: (reason: WatchEndReason, started: boolean) => void;
   readonly onError: (error: unknown) => void;
 }
@@ -221,6 +250,7 @@ export class WatchStream {
   dropConnection: (() => void) | null = null;
   private readonly settings: Required<WatchSettings>;
   private readonly outbox: Outgoing[] = [];
+  private outboxEvents = 0;
   private blocked = false;
   private live = false;
   /** Changes that arrived during replay; null once going live. */
@@ -260,7 +290,7 @@ export class WatchStream {
   oldestHeld(): number {
     if (this.ended) return Number.POSITIVE_INFINITY;
     const held = this.live ? this.outbox[0] : this.kept?.[0];
-    return held?.revision ?? Number.POSITIVE_INFINITY;
+    return held?.first ?? Number.POSITIVE_INFINITY;
   }
 
   /** The hub's buffer is full and this stream holds its oldest change. */
@@ -342,7 +372,7 @@ export class WatchStream {
       this.flush();
       const caughtUp = this.lastQueued >= page.latestRevision;
       const kept = this.kept ?? [];
-      const fits = this.outbox.length + kept.length <= this.settings.bufferLimit;
+      const fits = this.outboxEvents + kept.length <= this.settings.bufferLimit;
       if (caughtUp && epoch === this.keptEpoch && fits) {
         // Synchronous from here to `live`: no commit can slip between the two.
         this.kept = null;
@@ -355,22 +385,22 @@ export class WatchStream {
   }
 
   /** Live changes from the hub, already serialised. */
-  receive(events: readonly Outgoing[]): void {
+  receive(batch: Batch): void {
     if (this.ended) return;
     if (!this.live) {
       const kept = this.kept ?? [];
-      if (kept.length + events.length > this.settings.bufferLimit) this.dropKept();
-      else for (const event of events) kept.push(event);
+      if (kept.length + batch.each.length > this.settings.bufferLimit) this.dropKept();
+      else for (const event of batch.each) kept.push(event);
       return;
     }
-    for (const event of events) {
-      if (event.revision <= this.lastQueued) continue;
-      if (this.outbox.length >= this.settings.bufferLimit) {
-        this.tooSlow(`more than ${this.settings.bufferLimit} changes behind`);
-        return;
-      }
-      this.enqueue(event);
+    // A client that has not taken the last bufferLimit changes is not coming back for them;
+    // a commit larger than that still goes whole to one that has.
+    if (this.outboxEvents >= this.settings.bufferLimit) {
+      this.tooSlow(`more than ${this.settings.bufferLimit} changes behind`);
+      return;
     }
+    if (batch.whole.first > this.lastQueued) this.enqueue(batch.whole);
+    else for (const event of batch.each) this.enqueue(event);
     this.flush();
   }
 
@@ -385,14 +415,16 @@ export class WatchStream {
   private enqueue(event: Outgoing): void {
     if (event.revision <= this.lastQueued) return;
     this.outbox.push(event);
+    this.outboxEvents += event.count;
     this.lastQueued = event.revision;
   }
 
   private flush(): void {
     while (!this.blocked && !this.ended && this.outbox.length > 0) {
       const next = this.outbox.shift()!;
+      this.outboxEvents -= next.count;
       this.lastSent = next.revision;
-      this.hooks.onEventSent();
+      this.hooks.onEventSent(next.count);
       this.write(next.bytes);
     }
     if (this.outbox.length === 0 || this.ended) this.wakeRoomWaiters();
@@ -419,6 +451,7 @@ export class WatchStream {
     if (this.ended) return;
     // The events already written reach the client before this one: only the outbox is dropped.
     this.outbox.length = 0;
+    this.outboxEvents = 0;
     this.write(sseEvent('error', body));
     this.finish(reason);
     // A client that does not read even the closing event must not hold its buffers for ever.
@@ -437,6 +470,7 @@ export class WatchStream {
     this.ended = true;
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.outbox.length = 0;
+    this.outboxEvents = 0;
     this.kept = null;
     this.wakeRoomWaiters();
     if (!this.output.destroyed && !this.output.writableEnded) this.output.end();
