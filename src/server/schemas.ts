@@ -193,6 +193,8 @@ export const actionSchema = {
     },
     ...errors,
     409: error,
+    413: error,
+    415: error,
     503: error,
   },
 } as const;
