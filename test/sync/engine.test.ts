@@ -437,3 +437,32 @@ describe('engine: migration', () => {
       assert.equal(record.powerState, 'running');
     }));
 });
+
+describe('engine: start-up log', () => {
+  test('one summary line for the whole start-up; each adoption only at debug', async () => {
+    const lines: { level: string; msg: string | undefined; fields: object }[] = [];
+    const logAt =
+      (level: string) =>
+      (fields: object, msg?: string): void => {
+        lines.push({ level, msg, fields });
+      };
+    const logger = {
+      debug: logAt('debug'),
+      info: logAt('info'),
+      warn: logAt('warn'),
+      error: logAt('error'),
+    };
+    await withHarness({ instances: 200, engine: { logger } }, async (h) => {
+      await h.quiesce();
+      const info = lines.filter((line) => line.level !== 'debug');
+      assert.deepEqual(
+        info.map((line) => line.msg),
+        ['adopted 200 instances, 0 changed since last run'],
+      );
+      assert.equal(lines.filter((line) => line.msg === 'adopted').length, 200);
+      // Later reconciles keep their own short line.
+      await h.engine.reconcile();
+      assert.equal(lines.at(-1)?.msg, 'reconciled');
+    });
+  });
+});
