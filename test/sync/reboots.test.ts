@@ -26,11 +26,18 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function runEngine(uri: string): Promise<Running> {
+// A window far longer than two calls take even on a loaded machine: the STARTED cuts it short.
+async function runEngine(uri: string, stopSettleMs = 5_000): Promise<Running> {
   const dir = mkdtempSync(join(tmpdir(), 'hvsync-reboots-'));
   const store = await openSqliteStore(join(dir, 'hvsync.db'));
   const driver = new LibvirtDriver({ uri });
-  const engine = new SyncEngine({ driver, store, policy: 'observe', reconcileIntervalMs: 0 });
+  const engine = new SyncEngine({
+    driver,
+    store,
+    policy: 'observe',
+    reconcileIntervalMs: 0,
+    stopSettleMs,
+  });
   await engine.start();
   return {
     engine,
