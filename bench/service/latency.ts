@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Domain, LibvirtClient } from '../../src/libvirt/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
-import type { ChangeRecord, RecordedPowerState } from '../../src/store/index.ts';
+import type { ChangeRecord, Policy, RecordedPowerState } from '../../src/store/index.ts';
 import { SyncEngine, type CommitInfo } from '../../src/sync/index.ts';
 import { LibvirtDriver } from '../../src/virt/index.ts';
 import { BenchDomains, progress, summarize, throttledProgress, type Summary } from './support.ts';
@@ -18,6 +18,8 @@ export interface DetectionOptions {
   readonly domains: number;
   readonly changes: number;
   readonly stopSettleMs: number;
+  /** observe records a stop at once; enforce holds it for stopSettleMs (the reboot race). */
+  readonly policy: Policy;
   readonly inflight: number;
 }
 
@@ -58,6 +60,7 @@ export interface DetectionResult {
   readonly domains: number;
   readonly changes: number;
   readonly stopSettleMs: number;
+  readonly policy: Policy;
   /** Changes whose commit never came within the wait (should be 0). */
   readonly missed: number;
   /** Commits for which the engine reported no latency (not event-caused; should be 0). */
@@ -94,6 +97,7 @@ export async function measureDetection(options: DetectionOptions): Promise<Detec
   const engine = new SyncEngine({
     driver,
     store,
+    policy: options.policy,
     stopSettleMs: options.stopSettleMs,
     onCommit: (commit) => engineCommits.set(commit.uuid, commit),
   });
@@ -185,6 +189,7 @@ export async function measureDetection(options: DetectionOptions): Promise<Detec
     domains: options.domains,
     changes: options.changes,
     stopSettleMs: options.stopSettleMs,
+    policy: options.policy,
     missed,
     withoutEngineLatency,
     stopLike: group(['destroy', 'shutdown']),

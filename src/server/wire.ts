@@ -62,6 +62,8 @@ export const TRANSITION_CAUSES = members<TransitionCause>({
   reconcile: true,
   action: true,
   adopt: true,
+  reboot: true,
+  'hard-reboot': true,
 });
 
 export function isoTime(epochMs: number): string {

@@ -24,7 +24,11 @@ export type RecordedPowerState = PowerState | 'missing';
 
 export type Policy = 'observe' | 'enforce';
 
-export type TransitionCause = 'event' | 'reconcile' | 'action' | 'adopt';
+/**
+ * Why a transition was recorded. `reboot` (libvirt's reboot event) and `hard-reboot` (a stop and
+ * a start seen together) leave the power state as it was: their entry is the only trace.
+ */
+export type TransitionCause = 'event' | 'reconcile' | 'action' | 'adopt' | 'reboot' | 'hard-reboot';
 
 export interface InstanceRecord {
   readonly uuid: string;

@@ -25,6 +25,9 @@ import type {
 } from '../store/index.ts';
 import { adopt, decide, effectivePower } from './decide.ts';
 import type { Decision, Observation } from './decide.ts';
+import { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
+import type { RebootSign } from './reboot.ts';
+import { settleWindowFor } from './settle.ts';
 
 export type ActionName =
   'start' | 'stop' | 'force-stop' | 'reboot' | 'hard-reboot' | 'pause' | 'resume';
@@ -213,6 +216,11 @@ interface Work {
   readonly probe: boolean;
   /** The stop followed a SHUTDOWN event: the guest went down for real, nothing to wait for. */
   readonly realStop: boolean;
+  /**
+   * A reboot or power-off event folded into this work (and not part of a task), kept when a
+   * later event replaces it: found running as before, the instance was rebooted.
+   */
+  readonly rebootSign?: RebootSign;
 }
 
 interface PassOutcome {
@@ -237,30 +245,13 @@ const SUPERSEDED = Symbol('superseded');
 
 /** Later work wins, but an event's information is never dropped for an event-less pass. */
 function merge(older: Work, newer: Work): Work {
-  if (newer.event || !older.event) return newer;
-  return { ...older, listed: null, probe: false };
+  const sign = strongerSign(older.rebootSign, newer.rebootSign);
+  if (newer.event || !older.event) return { ...newer, rebootSign: sign };
+  return { ...older, listed: null, probe: false, rebootSign: sign };
 }
 
 function present(observed: ObservedInstance): Observation {
   return { kind: 'present', powerState: observed.powerState, reason: observed.reason };
-}
-
-/** Hints that an instance went down or away: worth a settle window before they are believed. */
-function isStopHint(event: LifecycleEvent): boolean {
-  if (event.detail === 'migrated') return false;
-  return (
-    event.transition === 'undefined' ||
-    event.powerState === 'shutoff' ||
-    event.powerState === 'crashed'
-  );
-}
-
-function isStopLike(observation: Observation): boolean {
-  return (
-    observation.kind === 'gone' ||
-    (observation.kind === 'present' &&
-      (observation.powerState === 'shutoff' || observation.powerState === 'crashed'))
-  );
 }
 
 function errorText(error: unknown): string {
@@ -327,6 +318,8 @@ export class SyncEngine {
   private readonly touched = new Set<string>();
   /** Uuids whose last event was SHUTDOWN: their next STOPPED is a real stop. */
   private readonly shuttingDown = new Set<string>();
+  /** Uuids a reboot action asked to reboot whose reboot event has not arrived yet. */
+  private readonly rebootsAsked = new Set<string>();
   private readonly inflight = new Set<Promise<unknown>>();
   private reconcileRunning: Promise<ReconcileReport> | null = null;
   private reconcileNext: Promise<ReconcileReport> | null = null;
@@ -481,7 +474,24 @@ export class SyncEngine {
     if (event.transition === 'shutdown') this.shuttingDown.add(event.uuid);
     else this.shuttingDown.delete(event.uuid);
     if (!this.connected || this.hostName === undefined) return;
-    void this.enqueue(event.uuid, { cause: 'event', event, listed: null, probe: false, realStop });
+    void this.enqueue(event.uuid, {
+      cause: 'event',
+      event,
+      listed: null,
+      probe: false,
+      realStop,
+      rebootSign: this.rebootSignOf(event),
+    });
+  }
+
+  /** A reboot sign, unless the event is a task's own: the task's end records that reboot. */
+  private rebootSignOf(event: LifecycleEvent): RebootSign | undefined {
+    const sign = rebootSign(event);
+    if (sign === null) return undefined;
+    // A guest reboots when it gets to it, often after the task that asked has ended.
+    const asked = this.rebootsAsked.delete(event.uuid);
+    if (this.tasks.has(event.uuid) || (asked && sign.cause === 'reboot')) return undefined;
+    return sign;
   }
 
   // ---- per-instance handling ------------------------------------------------------------
@@ -573,18 +583,20 @@ export class SyncEngine {
     this.counters.passes++;
     const { event } = work;
     let settled = work.realStop;
-    if (event && !settled && isStopHint(event)) {
-      // Wait before the lookup: the window is for the events that follow, and one lookup after
-      // it is enough.
-      if (await this.settle(slot)) return SUPERSEDED;
-      settled = true;
-    }
     let listed = work.listed;
     let checkedStale = false;
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       // Read before confirming: a write conditional on this version then carries a state at
       // least as new as anything already written, so the record never goes backwards.
       const record = await this.store.getInstance(uuid);
+      const policy = record?.policy ?? this.policy;
+      if (event && !settled && settleWindowFor(policy, { kind: 'event', event }).hold) {
+        // Wait before the lookup: the window is for the events that follow, and one lookup after
+        // it is enough.
+        if (await this.settle(slot)) return SUPERSEDED;
+        settled = true;
+        continue;
+      }
       let observed: ObservedInstance | null;
       let observation: Observation;
       if (listed) {
@@ -614,11 +626,10 @@ export class SyncEngine {
         observation,
         event: event ? { transition: event.transition, detail: event.detail } : null,
         thisHost: this.host,
-        policy: record.policy ?? this.policy,
+        policy,
         cause: work.cause,
       });
-      const consequential = decision.action !== null || decision.write?.vmState !== undefined;
-      if (consequential && !settled && isStopLike(observation)) {
+      if (!settled && settleWindowFor(policy, { kind: 'decision', observation, decision }).hold) {
         // A listing (or a late lookup) can catch an instance mid-reboot too: settle and look again.
         if (await this.settle(slot)) return SUPERSEDED;
         settled = true;
@@ -641,14 +652,22 @@ export class SyncEngine {
         this.log.info({ uuid, reason: decision.reason }, 'enforcing: powering off');
         return { wrote: true, cause: work.cause, observed: observation.kind };
       }
-      if (!decision.write) return { wrote: false, cause: null, observed: observation.kind };
+      const reboot = rebootSeen({
+        record,
+        observation,
+        sign: work.rebootSign ?? null,
+        decision,
+      });
+      if (!decision.write && !reboot) {
+        return { wrote: false, cause: null, observed: observation.kind };
+      }
       const result = await this.write(
         {
           kind: 'update',
           uuid,
           expectedVersion: record.version,
-          patch: decision.write,
-          transition,
+          patch: decision.write ?? {},
+          transition: reboot ? this.rebootTransition(record, reboot, work) : transition,
         },
         event,
       );
@@ -690,6 +709,20 @@ export class SyncEngine {
     };
   }
 
+  /** A reboot leaves the power state where it was: only this entry tells it happened. */
+  private rebootTransition(record: InstanceRecord, reboot: RebootSign, work: Work): NewTransition {
+    return {
+      from: record.powerState,
+      to: record.powerState,
+      vmStateFrom: record.vmState,
+      vmStateTo: record.vmState,
+      cause: reboot.cause,
+      detail: reboot.detail,
+      outOfBand: true,
+      observedAt: work.event?.observedAt ?? this.now(),
+    };
+  }
+
   private async adoptInstance(
     observed: ObservedInstance,
     event: LifecycleEvent | null,
@@ -725,7 +758,7 @@ export class SyncEngine {
     );
     if (!result.ok) return null; // someone created it meanwhile: handle it as known
     this.counters.adopted++;
-    this.log.info(
+    this.log.debug(
       { uuid: observed.uuid, name: observed.name, vmState: adopted.vmState },
       'adopted',
     );
@@ -901,7 +934,12 @@ export class SyncEngine {
       else this.needsReconcile = true;
       this.lastReconcileAt = this.now();
       await this.markHost();
-      this.log.info({ ...report }, 'reconciled');
+      // The first reconcile is the start-up's one summary line; each adoption is logged at debug.
+      const message =
+        this.counters.reconcileRuns === 1
+          ? `adopted ${report.adopted} instances, ${report.drift} changed since last run`
+          : 'reconciled';
+      this.log.info({ ...report }, message);
       return report;
     } catch (error) {
       this.counters.reconcileFailures++;
@@ -1008,6 +1046,7 @@ export class SyncEngine {
       if (result.reason === 'conflict') return 'conflict';
       throw new SyncError('not-found', `no instance ${record.uuid}`);
     }
+    if (action === 'reboot') this.rebootsAsked.add(record.uuid);
     const done = this.runTask(record.uuid, action, startedAt).catch(
       (error: unknown): TaskOutcome => {
         this.log.error({ err: error, uuid: record.uuid, action }, 'task could not be finished');
@@ -1132,7 +1171,9 @@ export class SyncEngine {
         powerReason = 'undefined';
         vmState = 'deleted';
       }
-      const changed = powerState !== record.powerState || vmState !== record.vmState;
+      // A reboot ends where it began: without its own entry it would leave no trace.
+      const rebooted = error === null && (action === 'reboot' || action === 'hard-reboot');
+      const changed = rebooted || powerState !== record.powerState || vmState !== record.vmState;
       const result = await this.write(
         {
           kind: 'update',
@@ -1166,6 +1207,7 @@ export class SyncEngine {
         return { ok: false, error: error ?? 'instance record vanished', instance: null };
       }
       if (error !== null) {
+        this.rebootsAsked.delete(uuid);
         this.log.warn({ uuid, action, error }, 'task failed');
         // The task no longer shields the instance: let the policy look at what is there now.
         this.followUp(uuid);

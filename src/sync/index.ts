@@ -18,3 +18,7 @@ export type {
   Task,
   TaskOutcome,
 } from './engine.ts';
+export { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
+export type { RebootCause, RebootInput, RebootSign } from './reboot.ts';
+export { settleWindowFor } from './settle.ts';
+export type { SettleCue, SettleReason, SettleRule } from './settle.ts';

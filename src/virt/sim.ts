@@ -110,7 +110,14 @@ export interface WorkloadOptions {
   readonly mix?: WorkloadMix;
   /** How often the workload wakes up to catch up with its rate; default 10 ms. */
   readonly tickMs?: number;
+  /**
+   * The workload leaves an instance alone this long after a driver action on it (a user's stop
+   * is not undone a moment later by a simulated boot); default 60 s.
+   */
+  readonly leaveActedOnMs?: number;
 }
+
+export const DEFAULT_LEAVE_ACTED_ON_MS = 60_000;
 
 export interface SimStats {
   /** Changes made to the world, out of band or by a driver action. */
@@ -146,6 +153,8 @@ interface SimRecord {
   /** A multi-step change is under way. */
   busy: boolean;
   ignoresShutdown: boolean;
+  /** Scheduler time of the last driver action on it; the workload leaves it alone for a while. */
+  actedAt: number;
 }
 
 interface SubscriptionHandlers {
@@ -236,6 +245,7 @@ export class SimHypervisor {
   #hung: { uuid: string; live: () => boolean; release: () => void }[] = [];
   #hungTimer: NodeJS.Timeout | null = null;
   #workloadTimer: NodeJS.Timeout | null = null;
+  #leaveActedOnMs = DEFAULT_LEAVE_ACTED_ON_MS;
 
   static {
     portOf = (sim) => sim.#port;
@@ -481,6 +491,7 @@ export class SimHypervisor {
     );
     if (mix.length === 0)
       throw new DriverError('failed', 'the workload mix has no positive weight');
+    this.#leaveActedOnMs = options.leaveActedOnMs ?? DEFAULT_LEAVE_ACTED_ON_MS;
     const startedAt = this.#scheduler.now();
     // After a stall, catch up by at most a second's worth rather than in one huge burst.
     const maxBurst = Math.max(1, Math.ceil(rate));
@@ -542,6 +553,7 @@ export class SimHypervisor {
       epoch: 0,
       busy: false,
       ignoresShutdown: false,
+      actedAt: Number.NEGATIVE_INFINITY,
     };
     this.#records.set(uuid, record);
     this.#names.add(name);
@@ -822,6 +834,7 @@ export class SimHypervisor {
 
   async #act(action: DriverAction, uuid: string, options: ActionOptions): Promise<void> {
     const record = this.#require(uuid);
+    record.actedAt = this.#scheduler.now();
     switch (action) {
       case 'start':
         this.#expect(uuid, ['shutoff'], 'start');
@@ -920,13 +933,17 @@ export class SimHypervisor {
       for (const bucket of buckets) {
         if (i < bucket.size) {
           const record = bucket.at(i);
-          if (record && !record.busy) return record;
+          if (record && !record.busy && !this.#recentlyActedOn(record)) return record;
           break;
         }
         i -= bucket.size;
       }
     }
     return undefined;
+  }
+
+  #recentlyActedOn(record: SimRecord): boolean {
+    return this.#scheduler.now() - record.actedAt < this.#leaveActedOnMs;
   }
 
   #applyWorkload(action: WorkloadAction, record: SimRecord): void {

@@ -231,6 +231,40 @@ describe('instances', () => {
     const bad = await call(h, `/v1/instances/${uuid}/history?limit=-1`);
     assert.equal(bad.status, 400);
   });
+
+  test('history: reboots are entries of their own although the power state stays', async () => {
+    await create(h.store, uuidOf(6), { name: 'rebooted' });
+    for (const [cause, detail] of [
+      ['reboot', 'reboot'],
+      ['hard-reboot', 'destroyed'],
+    ] as const) {
+      await patch(
+        h.store,
+        uuidOf(6),
+        {},
+        {
+          from: 'running',
+          to: 'running',
+          vmStateFrom: 'active',
+          vmStateTo: 'active',
+          cause,
+          detail,
+          outOfBand: true,
+          observedAt: Date.parse('2024-05-01T10:00:00Z'),
+        },
+      );
+    }
+    const reply = await call(h, `/v1/instances/${uuidOf(6)}/history`);
+    assert.equal(reply.status, 200);
+    const transitions = (reply.body as { transitions: Record<string, unknown>[] }).transitions;
+    assert.deepEqual(
+      transitions.map((t) => [t.cause, t.detail, t.from, t.to]),
+      [
+        ['hard-reboot', 'destroyed', 'running', 'running'],
+        ['reboot', 'reboot', 'running', 'running'],
+      ],
+    );
+  });
 });
 
 describe('actions', () => {

@@ -38,8 +38,8 @@ describe('engine: events', () => {
       assert.ok((h.engine.stats.eventsReceived.stopped ?? 0) >= 1);
     }));
 
-  test('a stop announced by SHUTDOWN needs no settle window; a bare STOPPED waits for one', () =>
-    withHarness({ engine: { stopSettleMs: 60_000 } }, async (h) => {
+  test('enforce: a stop announced by SHUTDOWN needs no settle window; a bare STOPPED waits for one', () =>
+    withHarness({ policy: 'enforce', engine: { stopSettleMs: 60_000 } }, async (h) => {
       const announced = await adoptRunning(h, 'announced');
       const bare = await adoptRunning(h, 'bare');
       h.sim.destroy(bare);
@@ -56,6 +56,31 @@ describe('engine: events', () => {
       await h.quiesce();
       assert.equal((await h.record(bare)).vmState, 'active');
       assert.ok((await h.history(bare)).every((t) => t.vmStateTo === 'active'));
+    }));
+
+  test('observe: a bare STOPPED is recorded at once, nothing acts on the record to guard', () =>
+    withHarness({ engine: { stopSettleMs: 60_000 } }, async (h) => {
+      const uuid = await adoptRunning(h, 'bare');
+      await h.quiesce();
+      h.sim.destroy(uuid);
+      // Recorded well inside the (huge) window, which holds only where a decision could act.
+      const record = await waitForRecord(h, uuid, 'stopped', (r) => r.vmState === 'stopped');
+      assert.equal(record.powerState, 'shutoff');
+      assert.equal((await h.history(uuid)).at(-1)!.detail, 'destroyed');
+    }));
+
+  test('observe: an undefine is still held, a deletion is final in the record', () =>
+    withHarness({ engine: { stopSettleMs: 60_000 } }, async (h) => {
+      const uuid = h.sim.define('short-lived');
+      await waitForRecord(h, uuid, 'adopted', () => true);
+      h.sim.undefine(uuid);
+      await waitFor('the UNDEFINED event', () => h.engine.stats.eventsReceived.undefined === 1);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal((await h.record(uuid)).vmState, 'stopped', 'still inside its window');
+      // Defined again: the DEFINED event ends the wait, and the record was never marked deleted.
+      h.sim.define('short-lived', { uuid });
+      await h.quiesce();
+      assert.equal((await h.record(uuid)).vmState, 'stopped');
     }));
 
   test('observe follows out-of-band pause, resume, start and destroy', () =>
@@ -217,31 +242,126 @@ describe('engine: events', () => {
 });
 
 describe('engine: reboot race', () => {
-  for (const policy of ['observe', 'enforce'] as const) {
-    test(`${policy}: out-of-band hard reboot storms never stop anything`, () =>
-      withHarness({ policy, instances: 20 }, async (h) => {
-        const uuids = h.sim.list().map((i) => i.uuid);
-        for (let round = 0; round < 5; round++) {
-          await Promise.all(
-            uuids.map((uuid, i) => h.sim.hardReboot(uuid, { withResumed: (i + round) % 2 === 0 })),
-          );
-        }
-        await h.quiesce();
-        assert.ok((h.engine.stats.eventsReceived.stopped ?? 0) >= 100);
-        assert.deepEqual(
-          h.commits.filter((c) => c.vmStateTo !== 'active'),
-          [],
-          'no write ever left active',
+  test('enforce: out-of-band hard reboot storms never stop anything, and each shows as hard-reboot', () =>
+    withHarness({ policy: 'enforce', instances: 20 }, async (h) => {
+      const uuids = h.sim.list().map((i) => i.uuid);
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(
+          uuids.map((uuid, i) => h.sim.hardReboot(uuid, { withResumed: (i + round) % 2 === 0 })),
         );
-        assert.equal(h.engine.stats.enforcements, 0);
-        for (const uuid of uuids) {
-          const record = await h.record(uuid);
-          assert.equal(record.vmState, 'active');
-          assert.equal(record.powerState, 'running');
-          assert.equal(h.sim.get(uuid)?.powerState, 'running');
+      }
+      await h.quiesce();
+      assert.ok((h.engine.stats.eventsReceived.stopped ?? 0) >= 100);
+      assert.deepEqual(
+        h.commits.filter((c) => c.vmStateTo !== 'active'),
+        [],
+        'no write ever left active',
+      );
+      assert.equal(h.engine.stats.enforcements, 0);
+      for (const uuid of uuids) {
+        const record = await h.record(uuid);
+        assert.equal(record.vmState, 'active');
+        assert.equal(record.powerState, 'running');
+        assert.equal(h.sim.get(uuid)?.powerState, 'running');
+        const history = await h.history(uuid);
+        assertChained(history);
+        const reboots = history.filter((t) => t.cause === 'hard-reboot');
+        assert.ok(reboots.length >= 1, 'the power cycles are in the history');
+        for (const t of reboots) {
+          assert.deepEqual(
+            [t.from, t.to, t.vmStateTo, t.detail],
+            ['running', 'running', 'active', 'destroyed'],
+          );
+          assert.equal(t.outOfBand, true);
         }
+      }
+    }));
+
+  test('observe: hard reboot storms end running and active, the stops recorded as they happened', () =>
+    withHarness({ instances: 20 }, async (h) => {
+      const uuids = h.sim.list().map((i) => i.uuid);
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(
+          uuids.map((uuid, i) => h.sim.hardReboot(uuid, { withResumed: (i + round) % 2 === 0 })),
+        );
+      }
+      await h.quiesce();
+      assert.equal(h.engine.stats.enforcements, 0);
+      for (const uuid of uuids) {
+        const record = await h.record(uuid);
+        assert.equal(record.vmState, 'active');
+        assert.equal(record.powerState, 'running');
+        const history = await h.history(uuid);
+        assertChained(history);
+        // Each cycle is either caught off (shutoff → running) or seen as one hard-reboot entry.
+        const cycles =
+          history.filter((t) => t.to === 'shutoff').length +
+          history.filter((t) => t.cause === 'hard-reboot').length;
+        assert.ok(cycles >= 1 && cycles <= 5, `between 1 and 5 cycles seen, got ${cycles}`);
+      }
+    }));
+
+  test('observe: a hard reboot caught off is shutoff → running in the history', () =>
+    withHarness({ timing: { rebootGapMs: 200 } }, async (h) => {
+      const uuid = await adoptRunning(h, 'cycled');
+      await h.sim.hardReboot(uuid);
+      await h.quiesce();
+      const history = await h.history(uuid);
+      assert.deepEqual(
+        history.map((t) => [t.cause, t.from, t.to, t.vmStateTo]),
+        [
+          ['adopt', null, 'running', 'active'],
+          ['event', 'running', 'shutoff', 'stopped'],
+          ['event', 'shutoff', 'running', 'active'],
+        ],
+      );
+    }));
+
+  test('enforce: a hard reboot is one entry, running → running, cause hard-reboot', () =>
+    withHarness({ policy: 'enforce' }, async (h) => {
+      const uuid = await adoptRunning(h, 'cycled');
+      await h.sim.hardReboot(uuid);
+      await h.quiesce();
+      const history = await h.history(uuid);
+      assert.deepEqual(
+        history.map((t) => [t.cause, t.from, t.to, t.vmStateTo, t.detail, t.outOfBand]).slice(1),
+        [['hard-reboot', 'running', 'running', 'active', 'destroyed', true]],
+      );
+    }));
+
+  for (const policy of ['observe', 'enforce'] as const) {
+    test(`${policy}: libvirt's reboot event is an entry, cause reboot, running → running`, () =>
+      withHarness({ policy }, async (h) => {
+        const uuid = await adoptRunning(h, 'rebooted');
+        h.sim.softReboot(uuid);
+        const entry = await waitFor('the reboot entry', async () =>
+          (await h.history(uuid)).find((t) => t.cause === 'reboot'),
+        );
+        assert.deepEqual(
+          [entry.from, entry.to, entry.vmStateFrom, entry.vmStateTo, entry.detail, entry.outOfBand],
+          ['running', 'running', 'active', 'active', 'reboot', true],
+        );
+        await h.quiesce();
+        assert.equal((await h.history(uuid)).length, 2, 'adopt and the reboot, nothing else');
       }));
   }
+
+  test('a reboot action is one entry (cause action), not a second one from its event', () =>
+    withHarness({ policy: 'enforce' }, async (h) => {
+      const uuid = await adoptRunning(h, 'asked');
+      for (const action of ['reboot', 'hard-reboot'] as const) {
+        const task = await h.engine.act(uuid, action);
+        assert.equal((await task.done).ok, true);
+        await h.quiesce();
+      }
+      const history = await h.history(uuid);
+      assertChained(history);
+      const entries = history.slice(1).map((t) => [t.cause, t.detail, t.from, t.to, t.outOfBand]);
+      assert.deepEqual(entries, [
+        ['action', 'reboot', 'running', 'running', false],
+        ['action', 'hard-reboot', 'running', 'running', false],
+      ]);
+    }));
 
   for (const withResumed of [false, true]) {
     test(`hard reboots via act (RESUMED in between: ${withResumed}) complete and never stop`, () =>
@@ -316,4 +436,33 @@ describe('engine: migration', () => {
       const record = await waitForRecord(h, uuid, 'adopted', (r) => r.vmState === 'active');
       assert.equal(record.powerState, 'running');
     }));
+});
+
+describe('engine: start-up log', () => {
+  test('one summary line for the whole start-up; each adoption only at debug', async () => {
+    const lines: { level: string; msg: string | undefined; fields: object }[] = [];
+    const logAt =
+      (level: string) =>
+      (fields: object, msg?: string): void => {
+        lines.push({ level, msg, fields });
+      };
+    const logger = {
+      debug: logAt('debug'),
+      info: logAt('info'),
+      warn: logAt('warn'),
+      error: logAt('error'),
+    };
+    await withHarness({ instances: 200, engine: { logger } }, async (h) => {
+      await h.quiesce();
+      const info = lines.filter((line) => line.level !== 'debug');
+      assert.deepEqual(
+        info.map((line) => line.msg),
+        ['adopted 200 instances, 0 changed since last run'],
+      );
+      assert.equal(lines.filter((line) => line.msg === 'adopted').length, 200);
+      // Later reconciles keep their own short line.
+      await h.engine.reconcile();
+      assert.equal(lines.at(-1)?.msg, 'reconciled');
+    });
+  });
 });

@@ -500,3 +500,42 @@ describe('SimHypervisor: workload', () => {
     );
   });
 });
+
+describe('SimHypervisor: workload and a user', () => {
+  test("leaves alone what a driver action touched: a user's stop is not undone", async () => {
+    const { sim, driver } = await setup({ instances: 20 });
+    const uuids = sim.list().map((i) => i.uuid);
+    const byUser = uuids.slice(0, 10);
+    const outOfBand = uuids.slice(10);
+    await Promise.all(byUser.map((uuid) => driver.forceStop(uuid)));
+    for (const uuid of outOfBand) sim.destroy(uuid);
+    await sim.settled();
+    sim.startWorkload({ ratePerSecond: 1_000, mix: { outOfBandStart: 1 } });
+    // The workload boots every instance it may: all the ones shut off behind the driver's back.
+    await waitFor(
+      () => outOfBand.every((uuid) => sim.get(uuid)?.powerState === 'running'),
+      'the out-of-band ones booted again',
+    );
+    sim.stopWorkload();
+    await sim.settled();
+    assert.deepEqual(
+      byUser.map((uuid) => sim.get(uuid)?.powerState),
+      byUser.map(() => 'shutoff'),
+      'every instance the user stopped is still stopped',
+    );
+    assert.equal(sim.stats.workloadOperations, outOfBand.length);
+    await driver.close();
+    sim.close();
+  });
+
+  test('once the quiet time is over, the workload may touch it again', async () => {
+    const { sim, driver, first } = await setup({ instances: 1 });
+    await driver.forceStop(first);
+    await sim.settled();
+    sim.startWorkload({ ratePerSecond: 1_000, mix: { outOfBandStart: 1 }, leaveActedOnMs: 0 });
+    await waitFor(() => sim.get(first)?.powerState === 'running', 'booted by the workload');
+    sim.stopWorkload();
+    await driver.close();
+    sim.close();
+  });
+});
