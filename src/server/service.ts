@@ -164,7 +164,10 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   try {
     if (config.signal?.aborted) abort();
     const listening = await listen(server, address);
-    logger.info({ url: listening.url }, `listening at ${listening.url}; connecting to ${description}`);
+    logger.info(
+      { url: listening.url },
+      `listening at ${listening.url}; connecting to ${description}`,
+    );
     await connectWithRetry(driver, description, logger, startup.signal, (reason) => {
       connectFailure = reason;
     });

@@ -43,10 +43,7 @@ export class ActionRejected extends Error {
 }
 
 export type ServerErrorCode =
-  | 'insecure-listen'
-  | 'invalid-listen'
-  | 'invalid-option'
-  | 'listen-failed';
+  'insecure-listen' | 'invalid-listen' | 'invalid-option' | 'listen-failed';
 
 export class ServerError extends Error {
   override readonly name = 'ServerError';
