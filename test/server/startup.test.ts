@@ -136,6 +136,17 @@ async function refused(run: Running, message: RegExp): Promise<void> {
   assert.doesNotMatch(run.output(), /listening at|does not answer|reconciled|serving/);
 }
 
+/** Polls `read` until it returns something other than null; fails after 20 s. */
+async function eventually<T>(read: () => Promise<T | null>): Promise<T> {
+  const deadline = Date.now() + EXIT_WITHIN_MS;
+  while (Date.now() < deadline) {
+    const value = await read();
+    if (value !== null) return value;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return assert.fail('the condition never held within 20 s');
+}
+
 function unreachableLibvirt(where: string): string {
   return `test+unix:///default?socket=${join(where, 'no-libvirt-here.sock')}`;
 }
@@ -347,15 +358,20 @@ describe('a database that stops taking writes makes the service not ready', () =
     try {
       const [, url] = await run.waitFor(/listening at (http:\/\/[0-9.:]+)/);
       await run.waitFor(/database writes are failing, nothing is being recorded/);
-      const ready = await fetch(`${url}/readyz`);
-      assert.equal(ready.status, 503);
-      const body = (await ready.json()) as { reasons: string[] };
+      // Where the disk fills decides SQLite's words (full, or an I/O error); either way it says.
+      const reasons = await eventually(async () => {
+        const ready = await fetch(`${url}/readyz`);
+        const body = (await ready.json()) as { reasons: string[] };
+        return ready.status === 503 ? body.reasons : null;
+      });
       assert.ok(
-        body.reasons.some((r) => /the database cannot be written: .*full/.test(r)),
-        JSON.stringify(body),
+        reasons.some((r) => r.startsWith('the database cannot be written: ')),
+        JSON.stringify(reasons),
       );
-      const metrics = await (await fetch(`${url}/metrics`)).text();
-      assert.match(metrics, /^hvsync_store_writable 0$/m);
+      const metrics = await eventually(async () => {
+        const text = await (await fetch(`${url}/metrics`)).text();
+        return /^hvsync_store_writable 0$/m.test(text) ? text : null;
+      });
       const failures = /^hvsync_store_write_failures_total (\d+)$/m.exec(metrics);
       assert.ok(failures !== null && Number(failures[1]) > 0, metrics);
     } finally {
