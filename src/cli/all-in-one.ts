@@ -63,6 +63,15 @@ export function createLogger(level: string): Logger {
  */
 function hypervisorChoice(options: AllInOneOptions): HypervisorChoice {
   const ratePerSecond = nonNegative('--sim-rate', options.simRate);
+  // Empty is a mistake (an unset variable in a unit file), never a request for the demo.
+  for (const [value, name] of [
+    [options.hypervisor, '--hypervisor (or HVSYNC_HYPERVISOR)'],
+    [options.db, '--db (or HVSYNC_DB)'],
+  ] as const) {
+    if (value !== undefined && value.trim() === '') {
+      throw new InvalidArgumentError(`${name} is empty: give a value or leave it out`);
+    }
+  }
   const sim = options.sim !== undefined && options.sim !== false;
   if (options.hypervisor && sim) {
     throw new InvalidArgumentError('give either --hypervisor or --sim, not both');

@@ -194,6 +194,17 @@ describe('configuration errors: a clear line and a non-zero exit, before anythin
     });
   }
 
+  for (const [name, env] of [
+    ['an empty HVSYNC_DB', { HVSYNC_DB: '' }],
+    ['an empty HVSYNC_HYPERVISOR', { HVSYNC_HYPERVISOR: ' ' }],
+  ] as const) {
+    test(`${name} is refused, not taken for the demo`, async () => {
+      const where = caseDir();
+      const run = allInOne(['--listen', '127.0.0.1:0'], { cwd: where, env });
+      await refused(run, /^hvsync: --(db|hypervisor) \(or HVSYNC_\w+\) is empty/m);
+    });
+  }
+
   test('a token file of whitespace is refused', async () => {
     const where = caseDir();
     const tokenFile = join(where, 'token');
