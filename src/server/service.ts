@@ -53,7 +53,8 @@ const SYNC_ERROR_TO_API: Record<string, ActionRejected['code']> = {
  * Starts in the order that lets every configuration error surface before anything is connected
  * or recorded: options, then the database (lock, permissions, integrity), then the listening
  * socket (a busy port), then the hypervisor, which is waited for as long as it takes while the
- * API answers /healthz and a not-ready /readyz. Resolves once the first reconcile has run.
+ * API answers /healthz and a not-ready /readyz. Resolves once the first reconcile has run. (Only
+ * the demo of a bare start asks libvirt something first: whether it answers, a bare handshake.)
  */
 export async function startService(config: ServiceConfig): Promise<RunningService> {
   const { logger } = config;
@@ -78,6 +79,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
         logger.info('database writes succeed again');
       }
     },
+  }).catch((error: unknown) => {
+    sim?.close();
+    throw error;
   });
   let engine: SyncEngine | undefined;
   let connectFailure: string | undefined;
