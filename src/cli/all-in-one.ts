@@ -2,17 +2,21 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { pino, type Logger } from 'pino';
+import { DEFAULT_URI } from '../libvirt/index.ts';
 import { startService, type HypervisorChoice } from '../server/service.ts';
 import type { Policy } from '../store/index.ts';
 
 const DEFAULT_SIM_INSTANCES = 20;
 const DEFAULT_SIM_RATE = 1;
+// Fake instances never land in the file a real host uses by default.
+const DEFAULT_DB = './hvsync.db';
+const DEFAULT_SIM_DB = './hvsync-sim.db';
 
 interface AllInOneOptions {
   hypervisor?: string;
   sim?: string | boolean;
   simRate: string;
-  db: string;
+  db?: string;
   listen: string;
   policy: string;
   reconcileInterval: string;
@@ -53,34 +57,83 @@ export function createLogger(level: string): Logger {
     : pino({ level });
 }
 
+/**
+ * The simulator only when asked for by name. Anything that says "this is a deployment" (a
+ * hypervisor or a database) means libvirt, waited for when it is not there yet; only a start
+ * with none of them is the demo, which may fall back to a simulated host and says so.
+ */
 function hypervisorChoice(options: AllInOneOptions): HypervisorChoice {
   const ratePerSecond = nonNegative('--sim-rate', options.simRate);
-  if (options.hypervisor && options.sim) {
+  // Empty is a mistake (an unset variable in a unit file), never a request for the demo.
+  for (const [value, name] of [
+    [options.hypervisor, '--hypervisor (or HVSYNC_HYPERVISOR)'],
+    [options.db, '--db (or HVSYNC_DB)'],
+  ] as const) {
+    if (value !== undefined && value.trim() === '') {
+      throw new InvalidArgumentError(`${name} is empty: give a value or leave it out`);
+    }
+  }
+  const sim = options.sim !== undefined && options.sim !== false;
+  if (options.hypervisor && sim) {
     throw new InvalidArgumentError('give either --hypervisor or --sim, not both');
   }
   if (options.hypervisor) return { kind: 'libvirt', uri: options.hypervisor };
-  if (options.sim !== undefined && options.sim !== false) {
+  if (sim) {
     const instances =
-      options.sim === true ? DEFAULT_SIM_INSTANCES : positiveInteger('--sim', options.sim);
+      options.sim === true ? DEFAULT_SIM_INSTANCES : positiveInteger('--sim', String(options.sim));
     return { kind: 'sim', instances, ratePerSecond };
   }
-  return { kind: 'auto', instances: DEFAULT_SIM_INSTANCES, ratePerSecond };
+  if (options.db !== undefined) return { kind: 'libvirt', uri: DEFAULT_URI };
+  return {
+    kind: 'demo',
+    instances: DEFAULT_SIM_INSTANCES,
+    ratePerSecond,
+    simulatedDb: DEFAULT_SIM_DB,
+  };
+}
+
+function databasePath(options: AllInOneOptions, hypervisor: HypervisorChoice): string {
+  return options.db ?? (hypervisor.kind === 'sim' ? DEFAULT_SIM_DB : DEFAULT_DB);
+}
+
+/** A bearer token is one non-empty word; an empty one would silently mean "no auth at all". */
+function checkedToken(token: string, source: string): string {
+  if (token.trim() === '') {
+    throw new InvalidArgumentError(
+      `${source} is empty: give a token, or leave it out to serve without authentication on loopback`,
+    );
+  }
+  if (/\s/.test(token)) {
+    throw new InvalidArgumentError(`${source} contains whitespace: a bearer token is one word`);
+  }
+  return token;
 }
 
 function readToken(options: AllInOneOptions): string | undefined {
-  if (options.token && options.tokenFile) {
+  if (options.token !== undefined && options.tokenFile !== undefined) {
     throw new InvalidArgumentError('give either --token or --token-file, not both');
   }
-  if (!options.tokenFile) return options.token || undefined;
+  if (options.token !== undefined) return checkedToken(options.token, '--token (or HVSYNC_TOKEN)');
+  if (options.tokenFile === undefined) return undefined;
+  if (options.tokenFile.trim() === '') {
+    throw new InvalidArgumentError('--token-file (or HVSYNC_TOKEN_FILE) is empty: give a path');
+  }
+  let text: string;
   try {
-    const token = readFileSync(options.tokenFile, 'utf8').trim();
-    if (!token) throw new InvalidArgumentError(`token file ${options.tokenFile} is empty`);
-    return token;
+    text = readFileSync(options.tokenFile, 'utf8');
   } catch (error) {
-    if (error instanceof InvalidArgumentError) throw error;
     throw new InvalidArgumentError(
       `cannot read token file ${options.tokenFile}: ${(error as Error).message}`,
     );
+  }
+  // A trailing newline is how files end, not part of the token.
+  return checkedToken(text.trim(), `token file ${options.tokenFile}`);
+}
+
+class StartupStopped extends Error {
+  override readonly name = 'StartupStopped';
+  constructor(readonly signal: string) {
+    super(signal);
   }
 }
 
@@ -93,12 +146,12 @@ export function registerAllInOne(program: Command): void {
     )
     .option(
       '--hypervisor <uri>',
-      'libvirt URI to sync (env HVSYNC_HYPERVISOR)',
+      `libvirt URI to sync (env HVSYNC_HYPERVISOR; ${DEFAULT_URI} when --db is given)`,
       env.HVSYNC_HYPERVISOR,
     )
     .option(
       '--sim [instances]',
-      `a simulated host with a live workload (default ${DEFAULT_SIM_INSTANCES} instances; env HVSYNC_SIM)`,
+      `a simulated host with a live workload and fake instances (default ${DEFAULT_SIM_INSTANCES}; env HVSYNC_SIM)`,
       env.HVSYNC_SIM,
     )
     .option(
@@ -106,7 +159,11 @@ export function registerAllInOne(program: Command): void {
       'changes per second of the simulated workload (env HVSYNC_SIM_RATE)',
       env.HVSYNC_SIM_RATE ?? String(DEFAULT_SIM_RATE),
     )
-    .option('--db <path>', 'SQLite database file (env HVSYNC_DB)', env.HVSYNC_DB ?? './hvsync.db')
+    .option(
+      '--db <path>',
+      `SQLite database file (env HVSYNC_DB; default ${DEFAULT_DB}, ${DEFAULT_SIM_DB} for a simulated host)`,
+      env.HVSYNC_DB,
+    )
     .option(
       '--listen <host:port>',
       'API address (env HVSYNC_LISTEN)',
@@ -148,19 +205,46 @@ export function registerAllInOne(program: Command): void {
           `--policy must be observe or enforce, got ${JSON.stringify(options.policy)}`,
         );
       }
+      const hypervisor = hypervisorChoice(options);
+      const logger = createLogger(options.logLevel);
       const config = {
-        hypervisor: hypervisorChoice(options),
-        db: options.db,
+        hypervisor,
+        db: databasePath(options, hypervisor),
         listen: options.listen,
         policy: options.policy as Policy,
         reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
         token: readToken(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
-        logger: createLogger(options.logLevel),
+        logger,
       };
-      const service = await startService(config);
+      // Signals are taken from the start: one that arrives while libvirt is still being waited
+      // for stops the start-up instead of killing the process mid-way.
+      const startup = new AbortController();
+      let stopRequested: ((signal: string) => void) | null = null;
+      const onSignal = (signal: string): void => {
+        if (stopRequested !== null) stopRequested(signal);
+        else startup.abort(new StartupStopped(signal));
+      };
+      const onSigint = (): void => onSignal('SIGINT');
+      const onSigterm = (): void => onSignal('SIGTERM');
+      process.once('SIGINT', onSigint);
+      process.once('SIGTERM', onSigterm);
+      let service: Awaited<ReturnType<typeof startService>>;
+      try {
+        service = await startService({ ...config, signal: startup.signal });
+      } catch (error) {
+        process.off('SIGINT', onSigint);
+        process.off('SIGTERM', onSigterm);
+        if (startup.signal.aborted) {
+          const { signal } = startup.signal.reason as StartupStopped;
+          logger.info(`${signal}: stopped before start-up finished`);
+          logger.flush();
+          return;
+        }
+        throw error;
+      }
       await new Promise<void>((resolve) => {
-        const shutdown = (signal: string) => {
+        stopRequested = (signal: string) => {
           config.logger.info(`${signal}: finishing what is in flight, then closing the store`);
           // A second signal means "now": do not wait for in-flight work any longer.
           process.once('SIGINT', () => process.exit(130));
@@ -177,8 +261,6 @@ export function registerAllInOne(program: Command): void {
             },
           );
         };
-        process.once('SIGINT', () => shutdown('SIGINT'));
-        process.once('SIGTERM', () => shutdown('SIGTERM'));
       });
       config.logger.flush();
     });

@@ -91,9 +91,28 @@ export async function listen(
 ): Promise<Listening> {
   const address = typeof where === 'string' ? parseListen(where) : where;
   checkListen(address, authenticated.has(server));
-  await server.listen({ host: address.host, port: address.port });
+  try {
+    await server.listen({ host: address.host, port: address.port });
+  } catch (error) {
+    throw listenError(address, error);
+  }
   const bound = server.server.address();
   const port = typeof bound === 'object' && bound !== null ? bound.port : address.port;
   const url = `http://${formatAddress({ host: address.host, port })}`;
   return { host: address.host, port, url };
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'the address is in use (another hvsync, or another server on that port?)',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'no interface of this machine has that address',
+  ENOTFOUND: 'the host name does not resolve',
+};
+
+function listenError(address: ListenAddress, error: unknown): ServerError {
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  const why = LISTEN_ERRORS[code] ?? (error instanceof Error ? error.message : String(error));
+  return new ServerError('listen-failed', `cannot listen on ${formatAddress(address)}: ${why}`, {
+    cause: error,
+  });
 }

@@ -2,21 +2,17 @@
 // store, and the API in front of them, in one process.
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
-import { LibvirtClient, DEFAULT_URI } from '../libvirt/index.ts';
-import { openSqliteStore, type Store } from '../store/index.ts';
+import { openSqliteStore, type Store, type StoreError } from '../store/index.ts';
 import type { Policy } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
-import { LibvirtDriver, SimDriver, SimHypervisor, type HypervisorDriver } from '../virt/index.ts';
 import { buildServer } from './app.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
-import { checkListen, listen, parseListen, type Listening } from './listen.ts';
-import { ActionRejected, type ActionPort, type ReadinessPort } from './types.ts';
+import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
+import { checkListen, listen, parseListen } from './listen.ts';
+import { registerStoreMetrics } from './store-metrics.ts';
+import { ActionRejected, ServerError, type ActionPort, type ReadinessPort } from './types.ts';
 
-export type HypervisorChoice =
-  | { readonly kind: 'libvirt'; readonly uri: string }
-  | { readonly kind: 'sim'; readonly instances: number; readonly ratePerSecond: number }
-  /** The local libvirt when its socket answers, else a simulated host. */
-  | { readonly kind: 'auto'; readonly instances: number; readonly ratePerSecond: number };
+export type { HypervisorChoice } from './hypervisor.ts';
 
 export interface ServiceConfig {
   readonly hypervisor: HypervisorChoice;
@@ -28,6 +24,11 @@ export interface ServiceConfig {
   /** Watch streams served at once (the API's default when absent). */
   readonly maxWatchers?: number;
   readonly logger: Logger;
+  /**
+   * Aborting it before startService resolves (a signal while libvirt is still being waited for)
+   * undoes what has started and rejects with the signal's reason.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunningService {
@@ -50,87 +51,71 @@ const SYNC_ERROR_TO_API: Record<string, ActionRejected['code']> = {
   'not-running': 'unavailable',
 };
 
-/** Tells whether a libvirtd answers at `uri`: the handshake, not just the socket file. */
-async function libvirtAnswers(uri: string): Promise<boolean> {
-  try {
-    const client = await LibvirtClient.connect({ uri, connectTimeoutMs: 2000 });
-    await client.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function chooseDriver(
-  choice: HypervisorChoice,
-  logger: Logger,
-): Promise<{ driver: HypervisorDriver; description: string; sim?: SimHypervisor }> {
-  if (choice.kind === 'libvirt') {
-    return {
-      driver: new LibvirtDriver({ uri: choice.uri }),
-      description: `libvirt at ${choice.uri}`,
-    };
-  }
-  if (choice.kind === 'auto' && (await libvirtAnswers(DEFAULT_URI))) {
-    return {
-      driver: new LibvirtDriver({ uri: DEFAULT_URI }),
-      description: `libvirt at ${DEFAULT_URI}`,
-    };
-  }
-  if (choice.kind === 'auto') {
-    logger.info(`no libvirt answers at ${DEFAULT_URI}: using a simulated host`);
-  }
-  const sim = new SimHypervisor({ hostname: 'sim-host', instances: choice.instances });
-  return {
-    driver: new SimDriver(sim),
-    sim,
-    description: `a simulated host of ${choice.instances} instances (${choice.ratePerSecond} changes/s)`,
-  };
-}
-
+/**
+ * Starts in the order that lets every configuration error surface before anything is connected
+ * or recorded: options, then the database (lock, permissions, integrity), then the listening
+ * socket (a busy port), then the hypervisor, which is waited for as long as it takes while the
+ * API answers /healthz and a not-ready /readyz. Resolves once the first reconcile has run. (Only
+ * the demo of a bare start asks libvirt something first: whether it answers, a bare handshake.)
+ */
 export async function startService(config: ServiceConfig): Promise<RunningService> {
   const { logger } = config;
   const address = parseListen(config.listen);
-  // Refused before anything is connected or opened: a bad address must cost nothing.
   checkListen(address, config.token !== undefined);
-  const { driver, description, sim } = await chooseDriver(config.hypervisor, logger);
-  logger.info({ hypervisor: description }, `hypervisor: ${description}`);
-  const store = await openSqliteStore(config.db);
+  if (config.token !== undefined && !/^\S+$/.test(config.token)) {
+    // A bearer token travels in one header word: one with spaces in it could never match.
+    throw new ServerError('invalid-option', 'the API token must be one word, without spaces');
+  }
+  const chosen = await chooseHypervisor(config.hypervisor, logger);
+  const { driver, description, sim } = chosen;
+  const db = chosen.db ?? config.db;
+
+  const store = await openSqliteStore(db, {
+    onWriteHealth(failure: StoreError | null) {
+      if (failure !== null) {
+        logger.error(
+          { err: failure },
+          `database writes are failing, nothing is being recorded (not ready until a write succeeds): ${failure.message}`,
+        );
+      } else {
+        logger.info('database writes succeed again');
+      }
+    },
+  }).catch((error: unknown) => {
+    sim?.close();
+    throw error;
+  });
+  let engine: SyncEngine | undefined;
+  let connectFailure: string | undefined;
+  let stopping = false;
+  const teardown = async (): Promise<void> => {
+    stopping = true;
+    sim?.stopWorkload();
+    await server.close();
+    await engine?.stop();
+    await driver.close();
+    await store.close();
+    sim?.close();
+  };
+
   const registry = new Registry();
   // The event-loop delay monitor's default 10 ms resolution alone costs more CPU at rest than the
   // whole engine; 100 ms still shows a blocked loop.
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-
-  let engine: SyncEngine | undefined;
   const metrics = registerEngineMetrics(
     registry,
     () => engine,
     () => driver.connected,
   );
-  try {
-    await driver.connect();
-    const host = await driver.hostname();
-    engine = new SyncEngine({
-      driver,
-      store,
-      host,
-      policy: config.policy,
-      reconcileIntervalMs: config.reconcileIntervalMs,
-      logger: logger.child({ component: 'sync', host }),
-      onCommit: metrics.onCommit,
-    });
-    await engine.start();
-  } catch (error) {
-    await driver.close().catch(() => undefined);
-    await store.close();
-    throw error;
-  }
-  const running = engine;
+  registerStoreMetrics(registry, store);
 
   const actions: ActionPort = {
     async submit(uuid, action) {
+      if (engine === undefined) {
+        throw new ActionRejected('unavailable', `not connected to ${description} yet`);
+      }
       try {
-        await running.act(uuid, action);
+        await engine.act(uuid, action);
       } catch (error) {
         if (error instanceof SyncError) {
           throw new ActionRejected(
@@ -148,47 +133,84 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const readiness: ReadinessPort = {
     check() {
       const reasons: string[] = [];
-      if (!driver.connected) reasons.push('the hypervisor is not connected');
-      else if (!running.ready) reasons.push('the first reconcile has not finished');
+      const writeFailure = store.writeFailure;
+      if (writeFailure !== null) {
+        reasons.push(`the database cannot be written: ${writeFailure.message}`);
+      }
+      if (engine === undefined) {
+        reasons.push(
+          connectFailure === undefined
+            ? `starting: connecting to ${description}`
+            : `cannot connect to ${description}: ${connectFailure}`,
+        );
+      } else if (!driver.connected) reasons.push('the hypervisor is not connected');
+      else if (!engine.ready) reasons.push('the first reconcile has not finished');
       return { ready: reasons.length === 0, reasons };
     },
   };
-  const server = buildServer({
-    store,
-    actions,
-    readiness,
-    registry,
-    token: config.token,
-    maxWatchers: config.maxWatchers,
-    logger: logger.child({ component: 'api' }),
-  });
-  let listening: Listening;
+
+  let server: ReturnType<typeof buildServer>;
   try {
-    listening = await listen(server, address);
+    server = buildServer({
+      store,
+      actions,
+      readiness,
+      registry,
+      token: config.token,
+      maxWatchers: config.maxWatchers,
+      logger: logger.child({ component: 'api' }),
+    });
   } catch (error) {
-    await running.stop();
-    await driver.close();
     await store.close();
     throw error;
   }
-  if (sim && config.hypervisor.kind !== 'libvirt' && config.hypervisor.ratePerSecond > 0) {
-    sim.startWorkload({ ratePerSecond: config.hypervisor.ratePerSecond });
-  }
-  logger.info({ url: listening.url, host: running.host }, `serving the API at ${listening.url}`);
 
-  return {
-    url: listening.url,
-    host: running.host,
-    hypervisor: description,
-    engine: running,
-    store,
-    async stop() {
-      sim?.stopWorkload();
-      await server.close();
-      await running.stop();
-      await driver.close();
-      await store.close();
-      sim?.close();
-    },
-  };
+  const startup = new AbortController();
+  const abort = (): void => startup.abort(config.signal?.reason);
+  config.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    if (config.signal?.aborted) abort();
+    const listening = await listen(server, address);
+    logger.info(
+      { url: listening.url },
+      `listening at ${listening.url}; connecting to ${description}`,
+    );
+    await connectWithRetry(driver, description, logger, startup.signal, (reason) => {
+      connectFailure = reason;
+    });
+    startup.signal.throwIfAborted();
+    const host = await driver.hostname();
+    const started = new SyncEngine({
+      driver,
+      store,
+      host,
+      policy: config.policy,
+      reconcileIntervalMs: config.reconcileIntervalMs,
+      logger: logger.child({ component: 'sync', host }),
+      onCommit: metrics.onCommit,
+    });
+    await started.start();
+    engine = started;
+    startup.signal.throwIfAborted();
+    if (sim && chosen.ratePerSecond > 0) sim.startWorkload({ ratePerSecond: chosen.ratePerSecond });
+    logger.info(
+      { url: listening.url, host, hypervisor: description },
+      `serving the API at ${listening.url} for ${description}`,
+    );
+    return {
+      url: listening.url,
+      host,
+      hypervisor: description,
+      engine: started,
+      store,
+      async stop() {
+        if (!stopping) await teardown();
+      },
+    };
+  } catch (error) {
+    await teardown();
+    throw error;
+  } finally {
+    config.signal?.removeEventListener('abort', abort);
+  }
 }

@@ -42,7 +42,8 @@ export class ActionRejected extends Error {
   }
 }
 
-export type ServerErrorCode = 'insecure-listen' | 'invalid-listen' | 'invalid-option';
+export type ServerErrorCode =
+  'insecure-listen' | 'invalid-listen' | 'invalid-option' | 'listen-failed';
 
 export class ServerError extends Error {
   override readonly name = 'ServerError';

@@ -22,6 +22,7 @@ import type {
   SqlValue,
   TransitionRow,
 } from './sqlite-rows.ts';
+import { openSqliteFile } from './sqlite-open.ts';
 import { migrate } from './sqlite-schema.ts';
 import { StoreError } from './types.ts';
 import type {
@@ -47,6 +48,19 @@ export interface SqliteStoreOptions {
   readonly now?: () => number;
   /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
   readonly onListenerError?: (error: unknown) => void;
+  /**
+   * Hold an exclusive lock on the file while open, so that a second process is refused at open
+   * (its watchers would never see this one's commits). Default true; tests that share a file
+   * between two stores turn it off.
+   */
+  readonly exclusive?: boolean;
+  /** Run SQLite's quick_check at open and refuse a damaged file. Default true. */
+  readonly integrityCheck?: boolean;
+  /**
+   * Told when writes start failing (the error) and when they succeed again (null): a write
+   * transaction that cannot commit (disk full, file gone read-only, I/O error).
+   */
+  readonly onWriteHealth?: (failure: StoreError | null) => void;
 }
 
 export interface SqliteStoreStats {
@@ -58,6 +72,8 @@ export interface SqliteStoreStats {
   readonly refused: number;
   /** Writes that failed with an error (the others in their batch still committed). */
   readonly failed: number;
+  /** Write transactions (and host updates) that could not commit at all. */
+  readonly commitFailures: number;
   /** Change-log rows removed by retention. */
   readonly pruned: number;
   readonly listenerErrors: number;
@@ -118,9 +134,13 @@ export class SqliteStore implements Store {
     writes: 0,
     refused: 0,
     failed: 0,
+    commitFailures: 0,
     pruned: 0,
     listenerErrors: 0,
   };
+  private readonly onWriteHealth: (failure: StoreError | null) => void;
+  /** Set while writes cannot commit: the last such error. */
+  private failingWrites: StoreError | null = null;
   /** Lower bound of the oldest revision kept; only decides when to prune. */
   private oldestKept: number | null;
 
@@ -148,13 +168,11 @@ export class SqliteStore implements Store {
     const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     let db: Database.Database | undefined;
     try {
-      db = new Database(path, { timeout: busyTimeoutMs });
-      // The first statement reads the header: a file that is not SQLite fails here.
-      db.pragma('journal_mode = WAL');
-      // With WAL, NORMAL loses at most the last commits on power loss, never consistency.
-      db.pragma('synchronous = NORMAL');
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
-      db.pragma('foreign_keys = ON');
+      db = openSqliteFile(path, {
+        exclusive: options.exclusive ?? true,
+        integrityCheck: options.integrityCheck ?? true,
+        busyTimeoutMs,
+      });
       migrate(db);
       return new SqliteStore(db, options);
     } catch (error) {
@@ -172,6 +190,7 @@ export class SqliteStore implements Store {
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
     this.onListenerError = options.onListenerError ?? (() => {});
+    this.onWriteHealth = options.onWriteHealth ?? (() => {});
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
     this.selectInstance = db.prepare('SELECT * FROM instances WHERE uuid = ?');
@@ -223,6 +242,11 @@ export class SqliteStore implements Store {
 
   get stats(): SqliteStoreStats {
     return { ...this.counters };
+  }
+
+  /** Why writes cannot commit right now, or null while they do. */
+  get writeFailure(): StoreError | null {
+    return this.failingWrites;
   }
 
   async getInstance(uuid: string): Promise<InstanceRecord | null> {
@@ -291,7 +315,13 @@ export class SqliteStore implements Store {
   }
 
   async upsertHost(host: HostRecord): Promise<void> {
-    this.guard(() => this.upsertHostStatement.run(...hostValues(host)));
+    try {
+      this.guard(() => this.upsertHostStatement.run(...hostValues(host)));
+    } catch (error) {
+      if (error instanceof StoreError && error.code !== 'closed') this.writesFailing(error);
+      throw error;
+    }
+    this.writesHealthy();
   }
 
   async listHosts(): Promise<HostRecord[]> {
@@ -396,6 +426,7 @@ export class SqliteStore implements Store {
     }
 
     this.counters.commits++;
+    this.writesHealthy();
     if (outcome.prune !== null) {
       this.counters.pruned += outcome.prune.removed;
       this.oldestKept = outcome.prune.oldestKept;
@@ -422,7 +453,29 @@ export class SqliteStore implements Store {
   private failAll(batch: readonly PendingWrite[], error: unknown): void {
     this.counters.failed += batch.length;
     const failure = asStoreError(error, 'write transaction failed');
+    this.writesFailing(failure);
     for (const pending of batch) pending.reject(failure);
+  }
+
+  private writesFailing(failure: StoreError): void {
+    this.counters.commitFailures++;
+    const first = this.failingWrites === null;
+    this.failingWrites = failure;
+    if (first) this.tellWriteHealth(failure);
+  }
+
+  private writesHealthy(): void {
+    if (this.failingWrites === null) return;
+    this.failingWrites = null;
+    this.tellWriteHealth(null);
+  }
+
+  private tellWriteHealth(failure: StoreError | null): void {
+    try {
+      this.onWriteHealth(failure);
+    } catch {
+      // A failing hook must not turn a commit into an error.
+    }
   }
 
   private applyBatch(batch: readonly PendingWrite[], now: number, isolate: boolean): BatchOutcome {
@@ -547,6 +600,9 @@ function asStoreError(error: unknown, context: string): StoreError {
     return new StoreError('corrupt', `${context}: not a usable SQLite database (${message})`, {
       cause: error,
     });
+  }
+  if (code?.startsWith('SQLITE_READONLY')) {
+    return new StoreError('read-only', `${context}: ${message}`, { cause: error });
   }
   return new StoreError('io', `${context}: ${message}`, { cause: error });
 }

@@ -153,7 +153,15 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export type StoreErrorCode = 'migration-failed' | 'closed' | 'corrupt' | 'io';
+export type StoreErrorCode =
+  | 'migration-failed'
+  | 'closed'
+  | 'corrupt'
+  | 'io'
+  /** Another process holds the database file's lock. */
+  | 'locked'
+  /** The file or its directory cannot be written. */
+  | 'read-only';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';

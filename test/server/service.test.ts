@@ -160,7 +160,8 @@ test('npm start without libvirt comes up on the simulated host and serves the AP
     cwd: root,
     env: {
       ...process.env,
-      HVSYNC_DB: join(dir, 'hvsync.db'),
+      // No HVSYNC_DB: a database (or a hypervisor) means a deployment, which never falls back to
+      // the simulator. The demo records into ./hvsync-sim.db, beside package.json.
       HVSYNC_LISTEN: '127.0.0.1:0',
       HVSYNC_SIM_RATE: '5',
     },
@@ -177,6 +178,7 @@ test('npm start without libvirt comes up on the simulated host and serves the AP
       (u) => u !== undefined,
       `npm start never served the API; output:\n${output}`,
     );
+    assert.match(output, /DEMO: .*20 FAKE instances/);
     assert.match(output, /simulated host of 20 instances/);
     const api = new HvsyncClient({ server: url! });
     const page = await eventually(

@@ -372,7 +372,7 @@ describe('engine: isolation and races', () => {
     withHarness(
       { instances: 20, seed: 5, faults: { eventDelayMs: [0, 10], reorder: true } },
       async (h) => {
-        const secondStore = await openSqliteStore(join(h.dir, 'hvsync.db'));
+        const secondStore = await openSqliteStore(join(h.dir, 'hvsync.db'), { exclusive: false });
         const secondDriver = new SimDriver(h.sim);
         const second = new SyncEngine({
           driver: secondDriver,

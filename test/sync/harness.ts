@@ -51,7 +51,8 @@ export interface Harness {
 
 export async function harness(options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'hvsync-sync-'));
-  const rawStore = await openSqliteStore(join(dir, 'hvsync.db'));
+  // Not exclusive: the handover scenario opens a second store on the same file.
+  const rawStore = await openSqliteStore(join(dir, 'hvsync.db'), { exclusive: false });
   const store = options.wrapStore ? options.wrapStore(rawStore) : rawStore;
   const simOptions: SimHypervisorOptions = {
     hostname: HOST,

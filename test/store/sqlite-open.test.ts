@@ -1,0 +1,33 @@
+// Opening the SQLite store: the file's lock and the checks made at open, without a process around
+// them (test/server/startup.test.ts runs the same cases as a user meets them).
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openSqliteStore, StoreError } from '../../src/store/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'hvsync-open-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('a second store on a locked file is refused with locked, naming the file', async () => {
+  const path = join(dir, 'locked.db');
+  const first = await openSqliteStore(path);
+  await assert.rejects(openSqliteStore(path), (error: unknown) => {
+    assert.ok(error instanceof StoreError);
+    assert.equal(error.code, 'locked');
+    assert.match(error.message, /locked\.db is in use/);
+    return true;
+  });
+  await first.close();
+  // Closing releases the lock.
+  await (await openSqliteStore(path)).close();
+});
+
+test('stores that ask to share a file may', async () => {
+  const path = join(dir, 'shared.db');
+  const first = await openSqliteStore(path, { exclusive: false });
+  const second = await openSqliteStore(path, { exclusive: false });
+  await second.close();
+  await first.close();
+});
