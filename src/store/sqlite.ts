@@ -23,6 +23,18 @@ import type {
   TransitionRow,
 } from './sqlite-rows.ts';
 import { migrate } from './sqlite-schema.ts';
+import {
+  CHANGES_PAGE,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_MAX_CHANGES,
+  HISTORY_PAGE,
+  INSTANCE_PAGE,
+  closedError,
+  deliver,
+  describeWrite,
+  pageSize,
+} from './common.ts';
+import type { ChangeListener } from './common.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -32,43 +44,20 @@ import type {
   InstanceRecord,
   InstanceWrite,
   Store,
+  StoreOptions,
+  StoreStats,
   TransitionRecord,
   WriteResult,
 } from './types.ts';
 
-export interface SqliteStoreOptions {
-  /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */
-  readonly maxChanges?: number;
-  /** Most writes committed in one transaction. Default 2 000. */
-  readonly maxBatch?: number;
+export interface SqliteStoreOptions extends StoreOptions {
   /** How long to wait for another connection's write lock, ms. Default 5 000. */
   readonly busyTimeoutMs?: number;
-  /** Epoch-ms clock for timestamps. Default Date.now. */
-  readonly now?: () => number;
-  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
-  readonly onListenerError?: (error: unknown) => void;
 }
 
-export interface SqliteStoreStats {
-  /** Write transactions committed. */
-  readonly commits: number;
-  /** Writes that succeeded. */
-  readonly writes: number;
-  /** Writes refused with conflict, exists or not-found. */
-  readonly refused: number;
-  /** Writes that failed with an error (the others in their batch still committed). */
-  readonly failed: number;
-  /** Change-log rows removed by retention. */
-  readonly pruned: number;
-  readonly listenerErrors: number;
-}
+export type SqliteStoreStats = StoreStats;
 
-const DEFAULT_MAX_CHANGES = 100_000;
-const DEFAULT_MAX_BATCH = 2_000;
 const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
-const INSTANCE_PAGE = { fallback: 100, cap: 1_000 };
-const HISTORY_PAGE = { fallback: 100, cap: 1_000 };
-const CHANGES_PAGE = { fallback: 1_000, cap: 10_000 };
 
 /** Opens (creating if needed) and migrates the database at `path`; `:memory:` works for tests. */
 export async function openSqliteStore(
@@ -112,7 +101,7 @@ export class SqliteStore implements Store {
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
   private closed = false;
-  private readonly listeners = new Set<(changes: readonly ChangeRecord[]) => void>();
+  private readonly listeners = new Set<ChangeListener>();
   private readonly counters = {
     commits: 0,
     writes: 0,
@@ -492,18 +481,7 @@ export class SqliteStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(changes);
-      } catch (error) {
-        this.counters.listenerErrors++;
-        try {
-          this.onListenerError(error);
-        } catch {
-          // A failing error hook must not stop delivery to the remaining listeners either.
-        }
-      }
-    }
+    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
   }
 }
 
@@ -515,22 +493,6 @@ function refused(
     result: { ok: false, reason, current: current === undefined ? null : instanceFromRow(current) },
     change: null,
   };
-}
-
-function pageSize(
-  limit: number | undefined,
-  { fallback, cap }: { fallback: number; cap: number },
-): number {
-  if (limit === undefined || Number.isNaN(limit)) return fallback;
-  return Math.min(cap, Math.max(0, Math.floor(limit)));
-}
-
-function describeWrite(write: InstanceWrite): string {
-  return `${write.kind} ${write.uuid}`;
-}
-
-function closedError(): StoreError {
-  return new StoreError('closed', 'store is closed');
 }
 
 function sqliteCode(error: unknown): string | undefined {

@@ -147,6 +147,33 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/** Options both stores take. */
+export interface StoreOptions {
+  /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */
+  readonly maxChanges?: number;
+  /** Most writes committed in one transaction. Default 2 000. */
+  readonly maxBatch?: number;
+  /** Epoch-ms clock for timestamps. Default Date.now. */
+  readonly now?: () => number;
+  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
+  readonly onListenerError?: (error: unknown) => void;
+}
+
+/** Counters both stores keep. */
+export interface StoreStats {
+  /** Write transactions committed. */
+  readonly commits: number;
+  /** Writes that succeeded. */
+  readonly writes: number;
+  /** Writes refused with conflict, exists or not-found. */
+  readonly refused: number;
+  /** Writes that failed with an error (the others in their batch still committed). */
+  readonly failed: number;
+  /** Change-log rows removed by retention. */
+  readonly pruned: number;
+  readonly listenerErrors: number;
+}
+
 export type StoreErrorCode = 'migration-failed' | 'closed' | 'corrupt' | 'io';
 
 export class StoreError extends Error {
