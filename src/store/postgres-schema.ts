@@ -78,6 +78,14 @@ export const PG_MIGRATIONS: readonly Migration[] = [
 /** Any fixed key shared by every hvsync process: the advisory lock migrations run under. */
 const MIGRATION_LOCK_KEY = 0x68767379; // "hvsy"
 
+/** Creates `schema` if missing, under the migration lock: IF NOT EXISTS alone races. */
+export async function ensureSchema(sql: postgres.Sql, schema: string): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY}::bigint)`;
+    await tx`CREATE SCHEMA IF NOT EXISTS ${tx(schema)}`;
+  });
+}
+
 /**
  * Brings the schema (in the connection's current schema) up to the newest migration. Each
  * migration runs in its own transaction that first takes a transaction-scoped advisory lock and

@@ -17,7 +17,7 @@ import {
   pageSize,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
-import { migratePostgres } from './postgres-schema.ts';
+import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { INSTANCE_COLUMNS, INSTANCE_FIELDS, fieldValue, instanceFromRow } from './sqlite-rows.ts';
 import type { InstanceField, InstanceRow } from './sqlite-rows.ts';
 import { StoreError } from './types.ts';
@@ -119,9 +119,7 @@ export async function openPostgresStore(
     ...(options.schema === undefined ? {} : { connection: { search_path: options.schema } }),
   });
   try {
-    if (options.schema !== undefined) {
-      await sql`CREATE SCHEMA IF NOT EXISTS ${sql(options.schema)}`;
-    }
+    if (options.schema !== undefined) await ensureSchema(sql, options.schema);
     await migratePostgres(sql);
     const [counter] = await sql<{ value: number }[]>`SELECT value FROM revision_counter`;
     const [bounds] = await sql<{ oldest: number | null }[]>`
