@@ -105,7 +105,11 @@ export function registerAllInOne(program: Command): void {
       'changes per second of the simulated workload (env HVSYNC_SIM_RATE)',
       env.HVSYNC_SIM_RATE ?? String(DEFAULT_SIM_RATE),
     )
-    .option('--db <path>', 'SQLite database file (env HVSYNC_DB)', env.HVSYNC_DB ?? './hvsync.db')
+    .option(
+      '--db <path>',
+      'SQLite path or postgres:// URL (env HVSYNC_DB)',
+      env.HVSYNC_DB ?? './hvsync.db',
+    )
     .option(
       '--listen <host:port>',
       'API address (env HVSYNC_LISTEN)',

@@ -3,7 +3,7 @@
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
 import { LibvirtClient, DEFAULT_URI } from '../libvirt/index.ts';
-import { openSqliteStore, type Store } from '../store/index.ts';
+import { openStore, type Store } from '../store/index.ts';
 import type { Policy } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
 import { LibvirtDriver, SimDriver, SimHypervisor, type HypervisorDriver } from '../virt/index.ts';
@@ -93,7 +93,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   checkListen(address, config.token !== undefined);
   const { driver, description, sim } = await chooseDriver(config.hypervisor, logger);
   logger.info({ hypervisor: description }, `hypervisor: ${description}`);
-  const store = await openSqliteStore(config.db);
+  const store = await openStore(config.db);
   const registry = new Registry();
   // The event-loop delay monitor's default 10 ms resolution alone costs more CPU at rest than the
   // whole engine; 100 ms still shows a blocked loop.
