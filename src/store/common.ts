@@ -53,3 +53,20 @@ export function deliver(
   }
   return thrown;
 }
+
+/**
+ * Retention: the revision up to which change rows are deleted after a commit that added
+ * `firstNew`..`latest`, or null when nothing is due. At most `maxChanges` rows are kept; once
+ * exceeded they are pruned down to 90 % so that pruning runs now and then, not on every write.
+ * `oldestKept` null means the log held nothing before this commit.
+ */
+export function pruneCutoff(
+  oldestKept: number | null,
+  firstNew: number,
+  latest: number,
+  maxChanges: number,
+): number | null {
+  const oldest = oldestKept ?? firstNew;
+  if (latest - oldest + 1 <= maxChanges) return null;
+  return latest - (maxChanges - Math.floor(maxChanges / 10));
+}

@@ -15,6 +15,7 @@ import {
   deliver,
   describeWrite,
   pageSize,
+  pruneCutoff,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
@@ -138,7 +139,6 @@ class WriteFailure {
 
 export class PostgresStore implements Store {
   private readonly maxChanges: number;
-  private readonly pruneSlack: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
   private readonly onListenerError: (error: unknown) => void;
@@ -173,7 +173,6 @@ export class PostgresStore implements Store {
     private oldestKept: number | null,
   ) {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
-    this.pruneSlack = Math.floor(this.maxChanges / 10);
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
     this.onListenerError = options.onListenerError ?? (() => {});
@@ -465,7 +464,7 @@ export class PostgresStore implements Store {
           instance: c.instance,
           at: c.at,
         }));
-        const [, , , prune] = await Promise.all([
+        await Promise.all([
           tx`
             INSERT INTO changes (revision, uuid, type, instance, at)
             SELECT revision, uuid, type, instance, at
@@ -473,9 +472,9 @@ export class PostgresStore implements Store {
               AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
           tx`UPDATE revision_counter SET value = ${revision}::bigint`,
           tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(revision)}::text)`,
-          this.pruneIfDue(tx, revision),
         ]);
-        prunedNow = prune;
+        // After the insert, never beside it: a batch larger than what is kept must prune itself.
+        prunedNow = await this.pruneIfDue(tx, changes[0]!.revision, revision);
       }
       return outcomes;
     });
@@ -491,16 +490,15 @@ export class PostgresStore implements Store {
     return outcomes;
   }
 
-  /** Keeps at most maxChanges rows, pruning down to maxChanges - slack whenever it is exceeded. */
   private async pruneIfDue(
     tx: postgres.TransactionSql,
+    firstRevision: number,
     latestRevision: number,
   ): Promise<{ removed: number; oldestKept: number } | null> {
-    const oldest = this.oldestKept ?? latestRevision;
-    if (latestRevision - oldest + 1 <= this.maxChanges) return null;
-    const keep = this.maxChanges - this.pruneSlack;
-    const result = await tx`DELETE FROM changes WHERE revision <= ${latestRevision - keep}::bigint`;
-    return { removed: result.count, oldestKept: latestRevision - keep + 1 };
+    const cutoff = pruneCutoff(this.oldestKept, firstRevision, latestRevision, this.maxChanges);
+    if (cutoff === null) return null;
+    const result = await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
+    return { removed: result.count, oldestKept: cutoff + 1 };
   }
 
   /**

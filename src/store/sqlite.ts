@@ -33,6 +33,7 @@ import {
   deliver,
   describeWrite,
   pageSize,
+  pruneCutoff,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
 import { StoreError } from './types.ts';
@@ -92,8 +93,6 @@ type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
 
 export class SqliteStore implements Store {
   private readonly maxChanges: number;
-  /** Rows pruned at once beyond the limit, so retention runs every `slack` writes, not every write. */
-  private readonly pruneSlack: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
   private readonly onListenerError: (error: unknown) => void;
@@ -157,7 +156,6 @@ export class SqliteStore implements Store {
     options: SqliteStoreOptions,
   ) {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
-    this.pruneSlack = Math.floor(this.maxChanges / 10);
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
     this.onListenerError = options.onListenerError ?? (() => {});
@@ -415,6 +413,7 @@ export class SqliteStore implements Store {
 
   private applyBatch(batch: readonly PendingWrite[], now: number, isolate: boolean): BatchOutcome {
     const outcomes: Outcome[] = [];
+    let firstRevision: number | null = null;
     let latestRevision: number | null = null;
     for (const { write } of batch) {
       let outcome: Outcome;
@@ -431,20 +430,24 @@ export class SqliteStore implements Store {
           throw new WriteFailure(error);
         }
       }
-      if ('change' in outcome && outcome.change !== null) latestRevision = outcome.change.revision;
+      if ('change' in outcome && outcome.change !== null) {
+        firstRevision ??= outcome.change.revision;
+        latestRevision = outcome.change.revision;
+      }
       outcomes.push(outcome);
     }
-    const prune = latestRevision === null ? null : this.pruneIfDue(latestRevision);
+    const prune =
+      firstRevision === null || latestRevision === null
+        ? null
+        : this.pruneIfDue(firstRevision, latestRevision);
     return { outcomes, prune };
   }
 
-  /** Keeps at most maxChanges rows, pruning down to maxChanges - slack whenever it is exceeded. */
-  private pruneIfDue(latestRevision: number): BatchOutcome['prune'] {
-    const oldest = this.oldestKept ?? latestRevision;
-    if (latestRevision - oldest + 1 <= this.maxChanges) return null;
-    const keep = this.maxChanges - this.pruneSlack;
-    const removed = this.pruneChanges.run(latestRevision - keep).changes;
-    return { removed, oldestKept: latestRevision - keep + 1 };
+  private pruneIfDue(firstRevision: number, latestRevision: number): BatchOutcome['prune'] {
+    const cutoff = pruneCutoff(this.oldestKept, firstRevision, latestRevision, this.maxChanges);
+    if (cutoff === null) return null;
+    const removed = this.pruneChanges.run(cutoff).changes;
+    return { removed, oldestKept: cutoff + 1 };
   }
 
   private apply(write: InstanceWrite, now: number): Outcome {

@@ -362,6 +362,19 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       await store.close();
     });
 
+    test('one batch larger than maxChanges still keeps only the newest', async () => {
+      const store = await fresh({ maxChanges: 50 });
+      const writes: Promise<WriteResult>[] = [];
+      for (let i = 0; i < 200; i += 1) writes.push(store.write(create(uuidOf(i))));
+      for (const result of await Promise.all(writes)) ok(result);
+      const page = await store.changesSince(0, 10_000);
+      assert.equal(page.latestRevision, 200);
+      assert.ok(page.changes.length <= 50, `kept ${page.changes.length} rows`);
+      assert.equal(page.changes.at(-1)?.revision, 200, 'the newest change is kept');
+      assert.equal(page.changes[0]?.revision, page.oldestRevision);
+      await store.close();
+    });
+
     test('revisions are never reused after pruning and reopening', async () => {
       const path = await target.freshLocation();
       const first = await target.open(path, { maxChanges: 3 });
