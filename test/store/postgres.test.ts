@@ -3,8 +3,18 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
-import { openPostgresStore, StoreError } from '../../src/store/index.ts';
-import type { ChangeRecord, PostgresStore } from '../../src/store/index.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  isPostgresUrl,
+  openPostgresStore,
+  openStore,
+  PostgresStore,
+  SqliteStore,
+  StoreError,
+} from '../../src/store/index.ts';
+import type { ChangeRecord } from '../../src/store/index.ts';
 import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
@@ -120,6 +130,25 @@ describePostgres('PostgresStore', (database) => {
                    WHERE table_schema = ${schema}::text`,
     );
     assert.equal(tables.length, 1, 'nothing was added');
+  });
+
+  test('openStore picks PostgreSQL for a postgres:// URL and SQLite for a path', async () => {
+    assert.ok(isPostgresUrl('postgres://h/db'));
+    assert.ok(isPostgresUrl('postgresql://u@h:5433/db'));
+    assert.ok(!isPostgresUrl('./hvsync.db'));
+    assert.ok(!isPostgresUrl('/var/lib/postgres://odd.db'));
+    const pg = await openStore(database.url);
+    assert.ok(pg instanceof PostgresStore);
+    ok(await pg.write(create(uuidOf(1))));
+    await pg.close();
+    const dir = mkdtempSync(join(tmpdir(), 'hvsync-open-store-'));
+    try {
+      const sqlite = await openStore(join(dir, 'x.db'));
+      assert.ok(sqlite instanceof SqliteStore);
+      await sqlite.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a server that does not answer gives a StoreError, not a hang', async () => {
