@@ -18,6 +18,8 @@ import {
   pruneCutoff,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
+import { applyInRounds } from './postgres-batch.ts';
+import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { INSTANCE_COLUMNS, INSTANCE_FIELDS, fieldValue, instanceFromRow } from './sqlite-rows.ts';
 import type { InstanceField, InstanceRow } from './sqlite-rows.ts';
@@ -83,9 +85,6 @@ interface ChangeRow {
   instance: InstanceRecord;
   at: number;
 }
-
-/** A written row, or (written false) the row as it stands after a refused write. */
-type WriteRow = InstanceRow & { written: boolean };
 
 interface PendingWrite {
   readonly write: InstanceWrite;
@@ -160,6 +159,7 @@ export class PostgresStore implements Store {
     writes: 0,
     refused: 0,
     failed: 0,
+    retried: 0,
     pruned: 0,
     listenerErrors: 0,
   };
@@ -367,6 +367,7 @@ export class PostgresStore implements Store {
       }
       // One write threw and took the transaction with it: redo the batch with each write in
       // its own savepoint so only that write fails.
+      this.counters.retried++;
       try {
         outcomes = await this.runBatch(batch, now, true);
       } catch (retryError) {
@@ -425,14 +426,13 @@ export class PostgresStore implements Store {
           }
         }
       } else {
-        // Sent without waiting for each other: one round trip for the whole batch.
-        rows = await Promise.all(
-          batch.map(({ write }) =>
-            this.applyWrite(tx, write, now).catch((error: unknown) => {
-              throw new WriteFailure(error);
-            }),
-          ),
-        );
+        rows = await applyInRounds(
+          tx,
+          batch.map((p) => p.write),
+          now,
+        ).catch((error: unknown) => {
+          throw new WriteFailure(error);
+        });
       }
 
       const outcomes: Outcome[] = rows.map((row, i) => {

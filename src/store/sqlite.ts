@@ -106,6 +106,7 @@ export class SqliteStore implements Store {
     writes: 0,
     refused: 0,
     failed: 0,
+    retried: 0,
     pruned: 0,
     listenerErrors: 0,
   };
@@ -373,6 +374,7 @@ export class SqliteStore implements Store {
       }
       // One write threw and took the transaction with it: redo the batch with each write in
       // its own savepoint so only that write fails.
+      this.counters.retried++;
       try {
         outcome = this.runBatch.immediate(batch, now, true);
       } catch (retryError) {

@@ -169,6 +169,8 @@ export interface StoreStats {
   readonly refused: number;
   /** Writes that failed with an error (the others in their batch still committed). */
   readonly failed: number;
+  /** Batches redone write by write because one write in them failed: the slow path. */
+  readonly retried: number;
   /** Change-log rows removed by retention. */
   readonly pruned: number;
   readonly listenerErrors: number;

@@ -411,6 +411,7 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       );
       for (const result of await Promise.all(updates)) assert.equal(ok(result).instance.version, 2);
       assert.ok(store.stats.commits - commitsBefore <= 10);
+      assert.equal(store.stats.retried, 0, 'no batch fell back to write-by-write');
       await store.close();
     });
 
@@ -444,6 +445,7 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       assert.equal(stale.current?.powerState, 'running');
       ok(other!);
       assert.equal((await store.getInstance(id))?.powerState, 'running');
+      assert.equal(store.stats.retried, 0, 'refusals are answers, not failures');
       await store.close();
     });
 
@@ -469,6 +471,7 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       );
       assert.equal(page.changes[1]!.revision, page.changes[0]!.revision + 1, 'no revision gap');
       assert.equal(store.stats.failed, 1);
+      assert.equal(store.stats.retried, 1);
       await store.close();
     });
   });
