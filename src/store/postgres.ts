@@ -1,5 +1,6 @@
 // The Store on PostgreSQL, for a control plane that several processes share. Writes that arrive
-// together are committed as one transaction whose statements are pipelined on one connection.
+// together are committed as one transaction of a few set-based statements (postgres-batch.ts);
+// only when one write fails are they redone one statement and savepoint each, so it fails alone.
 // Every writing transaction first locks the single revision_counter row and takes its revisions
 // from it, so revisions are assigned in commit order across processes (see postgres-schema.ts),
 // and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
@@ -21,8 +22,8 @@ import type { ChangeListener } from './common.ts';
 import { applyInRounds } from './postgres-batch.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
-import { INSTANCE_COLUMNS, INSTANCE_FIELDS, fieldValue, instanceFromRow } from './sqlite-rows.ts';
-import type { InstanceField, InstanceRow } from './sqlite-rows.ts';
+import { instanceFromRow } from './sqlite-rows.ts';
+import type { InstanceRow } from './sqlite-rows.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -163,7 +164,6 @@ export class PostgresStore implements Store {
     pruned: 0,
     listenerErrors: 0,
   };
-  private readonly updateStatements = new Map<string, string>();
 
   constructor(
     private readonly sql: postgres.Sql,
@@ -420,7 +420,8 @@ export class PostgresStore implements Store {
         rows = [];
         for (const { write } of batch) {
           try {
-            rows.push(await tx.savepoint((sp) => this.applyWrite(sp, write, now)));
+            const [row] = await tx.savepoint((sp) => applyInRounds(sp, [write], now));
+            rows.push(row);
           } catch (error) {
             rows.push({ error });
           }
@@ -501,72 +502,6 @@ export class PostgresStore implements Store {
     return { removed: result.count, oldestKept: cutoff + 1 };
   }
 
-  /**
-   * One statement per write: the conditional insert or update, its transition, and (when
-   * refused) the row as it stands, so a refusal needs no second round trip.
-   */
-  private async applyWrite(
-    tx: postgres.TransactionSql,
-    write: InstanceWrite,
-    now: number,
-  ): Promise<WriteRow | undefined> {
-    let text: string;
-    const params: SqlValue[] = [write.uuid, now];
-    if (write.kind === 'create') {
-      const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
-      for (const field of INSTANCE_FIELDS) params.push(fieldValue(write.fields, field));
-      const values = INSTANCE_FIELDS.map((f, i) => `$${i + 3}::${columnType(f)}`).join(', ');
-      text = `WITH written AS (
-          INSERT INTO instances (uuid, ${columns.join(', ')}, version, created_at, updated_at)
-          VALUES ($1::text, ${values}, 1, $2::bigint, $2::bigint)
-          ON CONFLICT (uuid) DO NOTHING
-          RETURNING *)`;
-    } else if (write.kind === 'update') {
-      const fields = INSTANCE_FIELDS.filter((f) => write.patch[f] !== undefined);
-      params.push(write.expectedVersion);
-      for (const field of fields) params.push(fieldValue(write.patch, field));
-      text = this.updateStatement(fields);
-    } else {
-      throw new TypeError(`unknown write kind ${String((write as { kind: unknown }).kind)}`);
-    }
-    const t = write.transition;
-    if (t !== undefined) {
-      const base = params.length;
-      params.push(t.from, t.to, t.vmStateFrom, t.vmStateTo, t.cause, t.detail, t.outOfBand);
-      params.push(t.observedAt);
-      text += `, transition AS (
-          INSERT INTO transitions (uuid, power_from, power_to, vm_state_from, vm_state_to, cause,
-            detail, out_of_band, observed_at, recorded_at)
-          SELECT uuid, $${base + 1}::text, $${base + 2}::text, $${base + 3}::text,
-            $${base + 4}::text, $${base + 5}::text, $${base + 6}::text, $${base + 7}::boolean,
-            $${base + 8}::bigint, $2::bigint
-          FROM written)`;
-    }
-    text += `
-      SELECT true AS written, * FROM written
-      UNION ALL
-      SELECT false, * FROM instances
-      WHERE uuid = $1::text AND NOT EXISTS (SELECT 1 FROM written)`;
-    const rows = await tx.unsafe<WriteRow[]>(text, params, { prepare: true });
-    return rows[0];
-  }
-
-  private updateStatement(fields: readonly InstanceField[]): string {
-    const key = fields.join(',');
-    let text = this.updateStatements.get(key);
-    if (text === undefined) {
-      const assignments = fields
-        .map((f, i) => `${INSTANCE_COLUMNS[f]} = $${i + 4}::${columnType(f)}, `)
-        .join('');
-      text = `WITH written AS (
-          UPDATE instances SET ${assignments}version = version + 1, updated_at = $2::bigint
-          WHERE uuid = $1::text AND version = $3::integer
-          RETURNING *)`;
-      this.updateStatements.set(key, text);
-    }
-    return text;
-  }
-
   /** Hands a local commit to listeners, after any other process's commits that came before it. */
   private deliverLocal(changes: readonly ChangeRecord[]): Promise<void> {
     const first = changes[0]!.revision;
@@ -607,10 +542,6 @@ export class PostgresStore implements Store {
   private notify(changes: readonly ChangeRecord[]): void {
     this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
   }
-}
-
-function columnType(field: InstanceField): string {
-  return field === 'taskStartedAt' ? 'bigint' : 'text';
 }
 
 function transitionFromRow(row: TransitionRow): TransitionRecord {
