@@ -153,6 +153,7 @@ export class PostgresStore implements Store {
   private listening: Promise<unknown> | null = null;
   /** Serializes deliveries: local commits and catch-ups after other processes' notifications. */
   private delivery: Promise<void> = Promise.resolve();
+  private catchUpWaiting = false;
   /** Highest revision handed to listeners (or committed before they could care). */
   private deliveredUpTo: number;
   private readonly counters = {
@@ -518,8 +519,13 @@ export class PostgresStore implements Store {
 
   /** After another process's NOTIFY: read what listeners have not had yet from the log. */
   private catchUp(): void {
-    if (this.closed) return;
-    this.delivery = this.delivery.then(() => this.readAndDeliver(Number.MAX_SAFE_INTEGER));
+    // One read waiting is enough however many notifications arrive meanwhile: it reads them all.
+    if (this.closed || this.catchUpWaiting) return;
+    this.catchUpWaiting = true;
+    this.delivery = this.delivery.then(() => {
+      this.catchUpWaiting = false;
+      return this.readAndDeliver(Number.MAX_SAFE_INTEGER);
+    });
   }
 
   private async readAndDeliver(upTo: number): Promise<void> {
