@@ -1,14 +1,23 @@
-// Micro-benchmark of the SQLite store's hot path: conditional updates, each with a transition, on
-// a real file. Writes are fired in waves without awaiting one by one, as a burst of events would
-// arrive, so the store batches them; an awaited-one-at-a-time run shows what batching buys.
+// Micro-benchmark of the stores' hot path: conditional updates, each with a transition, on a real
+// SQLite file and, when one answers, a real PostgreSQL database (a fresh one, dropped after).
+// Writes are fired in waves without awaiting one by one, as a burst of events would arrive, so
+// the store batches them; an awaited-one-at-a-time run shows what batching buys.
 //
 //   npm run bench:store -- [updates=50000] [instances=1000] [wave=5000]
+//   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { openSqliteStore } from '../src/store/index.ts';
-import type { InstanceWrite, NewTransition, SqliteStore, WriteResult } from '../src/store/index.ts';
+import postgres from 'postgres';
+import { openPostgresStore, openSqliteStore } from '../src/store/index.ts';
+import type {
+  InstanceWrite,
+  NewTransition,
+  Store,
+  StoreStats,
+  WriteResult,
+} from '../src/store/index.ts';
 import { instanceFields } from '../test/support/records.ts';
 
 const [updates = 50_000, instances = 1_000, wave = 5_000] = process.argv
@@ -53,7 +62,10 @@ function check(results: readonly WriteResult[]): void {
   if (refused > 0) throw new Error(`${refused} writes were refused; the benchmark is broken`);
 }
 
-async function seed(store: SqliteStore): Promise<number[]> {
+type BenchStore = Store & { readonly stats: StoreStats };
+type Open = (name: string) => Promise<BenchStore>;
+
+async function seed(store: BenchStore): Promise<number[]> {
   const writes: Promise<WriteResult>[] = [];
   for (let i = 0; i < instances; i += 1) {
     writes.push(
@@ -76,8 +88,8 @@ function report(label: string, count: number, ms: number, commits: number): void
   );
 }
 
-async function batched(path: string): Promise<void> {
-  const store = await openSqliteStore(path);
+async function batched(open: Open): Promise<void> {
+  const store = await open('batched');
   const versions = await seed(store);
   const commitsBefore = store.stats.commits;
   const started = performance.now();
@@ -93,8 +105,8 @@ async function batched(path: string): Promise<void> {
   await store.close();
 }
 
-async function sequential(path: string): Promise<void> {
-  const store = await openSqliteStore(path);
+async function sequential(open: Open): Promise<void> {
+  const store = await open('sequential');
   const versions = await seed(store);
   const commitsBefore = store.stats.commits;
   const started = performance.now();
@@ -111,11 +123,43 @@ async function sequential(path: string): Promise<void> {
   await store.close();
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'hvsync-store-bench-'));
-try {
-  console.log(`SQLite store: ${instances} instances, conditional updates with transitions\n`);
-  await batched(join(dir, 'batched.db'));
-  await sequential(join(dir, 'sequential.db'));
-} finally {
-  rmSync(dir, { recursive: true, force: true });
+async function sqlite(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'hvsync-store-bench-'));
+  try {
+    console.log(`SQLite store: ${instances} instances, conditional updates with transitions\n`);
+    const open: Open = (name) => openSqliteStore(join(dir, `${name}.db`));
+    await batched(open);
+    await sequential(open);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
+
+async function postgresql(): Promise<void> {
+  const server = process.env.HVSYNC_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const admin = postgres(server, { max: 1, connect_timeout: 5, onnotice: false });
+  const database = `hvsync_bench_${process.pid}_${Date.now().toString(36)}`;
+  try {
+    await admin.unsafe(`CREATE DATABASE ${database}`);
+  } catch (error) {
+    console.log(`\nPostgreSQL store: skipped, ${server} did not answer (${String(error)})`);
+    await admin.end({ timeout: 1 });
+    return;
+  }
+  try {
+    const url = new URL(server);
+    url.pathname = `/${database}`;
+    console.log(
+      `\nPostgreSQL store: ${instances} instances, conditional updates with transitions\n`,
+    );
+    const open: Open = (schema) => openPostgresStore(url.toString(), { schema });
+    await batched(open);
+    await sequential(open);
+  } finally {
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await admin.end({ timeout: 5 });
+  }
+}
+
+await sqlite();
+await postgresql();

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every test file under test/ with Node's own test runner (TypeScript through tsx).
 // Libvirt suites need a reachable libvirtd: without one they are skipped (and said so at the
-// end), unless HVSYNC_REQUIRE_LIBVIRT=1, which CI sets, turns their absence into failures.
+// end), unless HVSYNC_REQUIRE_LIBVIRT=1, which CI sets, turns their absence into failures. The
+// PostgreSQL suites do the same with HVSYNC_TEST_PG (HVSYNC_REQUIRE_POSTGRES=1 or the libvirt one).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -51,6 +52,29 @@ function socketAccepts(path) {
 }
 const reachable = await socketAccepts(socket);
 
+// Only for the closing note too: test/support/postgres.ts decides per test file.
+const pgServer = new URL(
+  process.env.HVSYNC_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+);
+const pgRequired = required || process.env.HVSYNC_REQUIRE_POSTGRES === '1';
+function tcpAccepts(host, port) {
+  return new Promise((resolve) => {
+    const probe = connect(port, host);
+    const timer = setTimeout(() => done(false), 2000);
+    function done(accepted) {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(accepted);
+    }
+    probe.on('connect', () => done(true));
+    probe.on('error', () => done(false));
+  });
+}
+const pgReachable = await tcpAccepts(
+  pgServer.hostname || '127.0.0.1',
+  Number(pgServer.port || 5432),
+);
+
 const result = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-reporter=spec', ...files],
@@ -63,6 +87,13 @@ if (!reachable && !required) {
       '      Run scripts/provision-libvirt.sh as root (Debian 12) to install and start libvirtd\n' +
       '      (scripts/libvirtd.sh start if it is installed), then npm test again;\n' +
       '      HVSYNC_REQUIRE_LIBVIRT=1 makes their absence a failure.',
+  );
+}
+if (!pgReachable && !pgRequired) {
+  console.log(
+    `\nnote: PostgreSQL suites were skipped: nothing answers on ${pgServer.host}.\n` +
+      '      Start PostgreSQL 15 there (trust auth for user postgres) or name another server in\n' +
+      '      HVSYNC_TEST_PG; HVSYNC_REQUIRE_POSTGRES=1 makes its absence a failure.',
   );
 }
 process.exit(result.status ?? 1);

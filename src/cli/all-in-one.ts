@@ -161,7 +161,7 @@ export function registerAllInOne(program: Command): void {
     )
     .option(
       '--db <path>',
-      `SQLite database file (env HVSYNC_DB; default ${DEFAULT_DB}, ${DEFAULT_SIM_DB} for a simulated host)`,
+      `SQLite path or postgres:// URL (env HVSYNC_DB; default ${DEFAULT_DB}, ${DEFAULT_SIM_DB} for a simulated host)`,
       env.HVSYNC_DB,
     )
     .option(

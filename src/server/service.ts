@@ -2,7 +2,7 @@
 // store, and the API in front of them, in one process.
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
-import { openSqliteStore, type Store, type StoreError } from '../store/index.ts';
+import { openStore, type Store, type StoreError } from '../store/index.ts';
 import type { Policy } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
 import { buildServer } from './app.ts';
@@ -70,7 +70,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const { driver, description, sim } = chosen;
   const db = chosen.db ?? config.db;
 
-  const store = await openSqliteStore(db, {
+  const store = await openStore(db, {
     onWriteHealth(failure: StoreError | null) {
       if (failure !== null) {
         logger.error(

@@ -1,9 +1,9 @@
 // Prometheus metrics of the embedded store's health: a database that stops taking writes must be
 // visible to whoever watches the service, not only in its log.
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { SqliteStore } from '../store/index.ts';
+import type { Store } from '../store/index.ts';
 
-export function registerStoreMetrics(registry: Registry, store: SqliteStore): void {
+export function registerStoreMetrics(registry: Registry, store: Store): void {
   new Gauge({
     name: 'hvsync_store_writable',
     help: '1 while database writes commit, 0 since the last one failed.',

@@ -1,3 +1,6 @@
 export * from './types.ts';
 export { openSqliteStore, SqliteStore } from './sqlite.ts';
 export type { SqliteStoreOptions, SqliteStoreStats } from './sqlite.ts';
+export { openPostgresStore, PostgresStore } from './postgres.ts';
+export type { PostgresStoreOptions } from './postgres.ts';
+export { isPostgresUrl, openStore } from './open.ts';

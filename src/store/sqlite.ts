@@ -24,6 +24,20 @@ import type {
 } from './sqlite-rows.ts';
 import { openSqliteFile } from './sqlite-open.ts';
 import { migrate } from './sqlite-schema.ts';
+import {
+  CHANGES_PAGE,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_MAX_CHANGES,
+  HISTORY_PAGE,
+  INSTANCE_PAGE,
+  closedError,
+  deliver,
+  describeWrite,
+  pageSize,
+  pruneCutoff,
+  WriteHealth,
+} from './common.ts';
+import type { ChangeListener } from './common.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -33,21 +47,15 @@ import type {
   InstanceRecord,
   InstanceWrite,
   Store,
+  StoreOptions,
+  StoreStats,
   TransitionRecord,
   WriteResult,
 } from './types.ts';
 
-export interface SqliteStoreOptions {
-  /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */
-  readonly maxChanges?: number;
-  /** Most writes committed in one transaction. Default 2 000. */
-  readonly maxBatch?: number;
+export interface SqliteStoreOptions extends StoreOptions {
   /** How long to wait for another connection's write lock, ms. Default 5 000. */
   readonly busyTimeoutMs?: number;
-  /** Epoch-ms clock for timestamps. Default Date.now. */
-  readonly now?: () => number;
-  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
-  readonly onListenerError?: (error: unknown) => void;
   /**
    * Hold an exclusive lock on the file while open, so that a second process is refused at open
    * (its watchers would never see this one's commits). Default true; tests that share a file
@@ -56,35 +64,11 @@ export interface SqliteStoreOptions {
   readonly exclusive?: boolean;
   /** Run SQLite's quick_check at open and refuse a damaged file. Default true. */
   readonly integrityCheck?: boolean;
-  /**
-   * Told when writes start failing (the error) and when they succeed again (null): a write
-   * transaction that cannot commit (disk full, file gone read-only, I/O error).
-   */
-  readonly onWriteHealth?: (failure: StoreError | null) => void;
 }
 
-export interface SqliteStoreStats {
-  /** Write transactions committed. */
-  readonly commits: number;
-  /** Writes that succeeded. */
-  readonly writes: number;
-  /** Writes refused with conflict, exists or not-found. */
-  readonly refused: number;
-  /** Writes that failed with an error (the others in their batch still committed). */
-  readonly failed: number;
-  /** Write transactions (and host updates) that could not commit at all. */
-  readonly commitFailures: number;
-  /** Change-log rows removed by retention. */
-  readonly pruned: number;
-  readonly listenerErrors: number;
-}
+export type SqliteStoreStats = StoreStats;
 
-const DEFAULT_MAX_CHANGES = 100_000;
-const DEFAULT_MAX_BATCH = 2_000;
 const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
-const INSTANCE_PAGE = { fallback: 100, cap: 1_000 };
-const HISTORY_PAGE = { fallback: 100, cap: 1_000 };
-const CHANGES_PAGE = { fallback: 1_000, cap: 10_000 };
 
 /** Opens (creating if needed) and migrates the database at `path`; `:memory:` works for tests. */
 export async function openSqliteStore(
@@ -119,8 +103,6 @@ type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
 
 export class SqliteStore implements Store {
   private readonly maxChanges: number;
-  /** Rows pruned at once beyond the limit, so retention runs every `slack` writes, not every write. */
-  private readonly pruneSlack: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
   private readonly onListenerError: (error: unknown) => void;
@@ -128,19 +110,17 @@ export class SqliteStore implements Store {
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
   private closed = false;
-  private readonly listeners = new Set<(changes: readonly ChangeRecord[]) => void>();
+  private readonly listeners = new Set<ChangeListener>();
   private readonly counters = {
     commits: 0,
     writes: 0,
     refused: 0,
     failed: 0,
-    commitFailures: 0,
+    retried: 0,
     pruned: 0,
     listenerErrors: 0,
   };
-  private readonly onWriteHealth: (failure: StoreError | null) => void;
-  /** Set while writes cannot commit: the last such error. */
-  private failingWrites: StoreError | null = null;
+  private readonly writeHealth: WriteHealth;
   /** Lower bound of the oldest revision kept; only decides when to prune. */
   private oldestKept: number | null;
 
@@ -186,11 +166,10 @@ export class SqliteStore implements Store {
     options: SqliteStoreOptions,
   ) {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
-    this.pruneSlack = Math.floor(this.maxChanges / 10);
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
     this.onListenerError = options.onListenerError ?? (() => {});
-    this.onWriteHealth = options.onWriteHealth ?? (() => {});
+    this.writeHealth = new WriteHealth(options.onWriteHealth);
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
     this.selectInstance = db.prepare('SELECT * FROM instances WHERE uuid = ?');
@@ -241,12 +220,12 @@ export class SqliteStore implements Store {
   }
 
   get stats(): SqliteStoreStats {
-    return { ...this.counters };
+    return { ...this.counters, commitFailures: this.writeHealth.failures };
   }
 
   /** Why writes cannot commit right now, or null while they do. */
   get writeFailure(): StoreError | null {
-    return this.failingWrites;
+    return this.writeHealth.failure;
   }
 
   async getInstance(uuid: string): Promise<InstanceRecord | null> {
@@ -318,10 +297,10 @@ export class SqliteStore implements Store {
     try {
       this.guard(() => this.upsertHostStatement.run(...hostValues(host)));
     } catch (error) {
-      if (error instanceof StoreError && error.code !== 'closed') this.writesFailing(error);
+      if (error instanceof StoreError && error.code !== 'closed') this.writeHealth.failed(error);
       throw error;
     }
-    this.writesHealthy();
+    this.writeHealth.succeeded();
   }
 
   async listHosts(): Promise<HostRecord[]> {
@@ -417,6 +396,7 @@ export class SqliteStore implements Store {
       }
       // One write threw and took the transaction with it: redo the batch with each write in
       // its own savepoint so only that write fails.
+      this.counters.retried++;
       try {
         outcome = this.runBatch.immediate(batch, now, true);
       } catch (retryError) {
@@ -426,7 +406,7 @@ export class SqliteStore implements Store {
     }
 
     this.counters.commits++;
-    this.writesHealthy();
+    this.writeHealth.succeeded();
     if (outcome.prune !== null) {
       this.counters.pruned += outcome.prune.removed;
       this.oldestKept = outcome.prune.oldestKept;
@@ -453,33 +433,13 @@ export class SqliteStore implements Store {
   private failAll(batch: readonly PendingWrite[], error: unknown): void {
     this.counters.failed += batch.length;
     const failure = asStoreError(error, 'write transaction failed');
-    this.writesFailing(failure);
+    this.writeHealth.failed(failure);
     for (const pending of batch) pending.reject(failure);
-  }
-
-  private writesFailing(failure: StoreError): void {
-    this.counters.commitFailures++;
-    const first = this.failingWrites === null;
-    this.failingWrites = failure;
-    if (first) this.tellWriteHealth(failure);
-  }
-
-  private writesHealthy(): void {
-    if (this.failingWrites === null) return;
-    this.failingWrites = null;
-    this.tellWriteHealth(null);
-  }
-
-  private tellWriteHealth(failure: StoreError | null): void {
-    try {
-      this.onWriteHealth(failure);
-    } catch {
-      // A failing hook must not turn a commit into an error.
-    }
   }
 
   private applyBatch(batch: readonly PendingWrite[], now: number, isolate: boolean): BatchOutcome {
     const outcomes: Outcome[] = [];
+    let firstRevision: number | null = null;
     let latestRevision: number | null = null;
     for (const { write } of batch) {
       let outcome: Outcome;
@@ -496,20 +456,24 @@ export class SqliteStore implements Store {
           throw new WriteFailure(error);
         }
       }
-      if ('change' in outcome && outcome.change !== null) latestRevision = outcome.change.revision;
+      if ('change' in outcome && outcome.change !== null) {
+        firstRevision ??= outcome.change.revision;
+        latestRevision = outcome.change.revision;
+      }
       outcomes.push(outcome);
     }
-    const prune = latestRevision === null ? null : this.pruneIfDue(latestRevision);
+    const prune =
+      firstRevision === null || latestRevision === null
+        ? null
+        : this.pruneIfDue(firstRevision, latestRevision);
     return { outcomes, prune };
   }
 
-  /** Keeps at most maxChanges rows, pruning down to maxChanges - slack whenever it is exceeded. */
-  private pruneIfDue(latestRevision: number): BatchOutcome['prune'] {
-    const oldest = this.oldestKept ?? latestRevision;
-    if (latestRevision - oldest + 1 <= this.maxChanges) return null;
-    const keep = this.maxChanges - this.pruneSlack;
-    const removed = this.pruneChanges.run(latestRevision - keep).changes;
-    return { removed, oldestKept: latestRevision - keep + 1 };
+  private pruneIfDue(firstRevision: number, latestRevision: number): BatchOutcome['prune'] {
+    const cutoff = pruneCutoff(this.oldestKept, firstRevision, latestRevision, this.maxChanges);
+    if (cutoff === null) return null;
+    const removed = this.pruneChanges.run(cutoff).changes;
+    return { removed, oldestKept: cutoff + 1 };
   }
 
   private apply(write: InstanceWrite, now: number): Outcome {
@@ -546,18 +510,7 @@ export class SqliteStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(changes);
-      } catch (error) {
-        this.counters.listenerErrors++;
-        try {
-          this.onListenerError(error);
-        } catch {
-          // A failing error hook must not stop delivery to the remaining listeners either.
-        }
-      }
-    }
+    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
   }
 }
 
@@ -569,22 +522,6 @@ function refused(
     result: { ok: false, reason, current: current === undefined ? null : instanceFromRow(current) },
     change: null,
   };
-}
-
-function pageSize(
-  limit: number | undefined,
-  { fallback, cap }: { fallback: number; cap: number },
-): number {
-  if (limit === undefined || Number.isNaN(limit)) return fallback;
-  return Math.min(cap, Math.max(0, Math.floor(limit)));
-}
-
-function describeWrite(write: InstanceWrite): string {
-  return `${write.kind} ${write.uuid}`;
-}
-
-function closedError(): StoreError {
-  return new StoreError('closed', 'store is closed');
 }
 
 function sqliteCode(error: unknown): string | undefined {

@@ -149,8 +149,47 @@ export interface Store {
   subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
   upsertHost(host: HostRecord): Promise<void>;
   listHosts(): Promise<HostRecord[]>;
+  /** Why writes cannot commit right now (disk full, database gone), or null while they do. */
+  readonly writeFailure: StoreError | null;
+  readonly stats: StoreStats;
   /** Commits what is pending, then closes. */
   close(): Promise<void>;
+}
+
+/** Options both stores take. */
+export interface StoreOptions {
+  /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */
+  readonly maxChanges?: number;
+  /** Most writes committed in one transaction. Default 2 000. */
+  readonly maxBatch?: number;
+  /** Epoch-ms clock for timestamps. Default Date.now. */
+  readonly now?: () => number;
+  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
+  readonly onListenerError?: (error: unknown) => void;
+  /**
+   * Told when writes start failing (the error) and when they succeed again (null): a write
+   * transaction that cannot commit (disk full, file gone read-only, I/O error, database gone).
+   */
+  readonly onWriteHealth?: (failure: StoreError | null) => void;
+}
+
+/** Counters both stores keep. */
+export interface StoreStats {
+  /** Write transactions committed. */
+  readonly commits: number;
+  /** Writes that succeeded. */
+  readonly writes: number;
+  /** Writes refused with conflict, exists or not-found. */
+  readonly refused: number;
+  /** Writes that failed with an error (the others in their batch still committed). */
+  readonly failed: number;
+  /** Write transactions (and host updates) that could not commit at all. */
+  readonly commitFailures: number;
+  /** Batches redone write by write because one write in them failed: the slow path. */
+  readonly retried: number;
+  /** Change-log rows removed by retention. */
+  readonly pruned: number;
+  readonly listenerErrors: number;
 }
 
 export type StoreErrorCode =

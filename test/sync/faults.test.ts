@@ -136,6 +136,12 @@ function competingWriter(store: Store, target: { uuid?: string; fired?: boolean 
     subscribe: (listener) => store.subscribe(listener),
     upsertHost: (host) => store.upsertHost(host),
     listHosts: () => store.listHosts(),
+    get writeFailure() {
+      return store.writeFailure;
+    },
+    get stats() {
+      return store.stats;
+    },
     close: () => store.close(),
   };
 }

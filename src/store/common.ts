@@ -1,0 +1,108 @@
+// What both stores share beyond the interface: defaults, page limits, the listener loop.
+import { StoreError } from './types.ts';
+import type { ChangeRecord, InstanceWrite } from './types.ts';
+
+export const DEFAULT_MAX_CHANGES = 100_000;
+export const DEFAULT_MAX_BATCH = 2_000;
+
+export interface PageLimits {
+  readonly fallback: number;
+  readonly cap: number;
+}
+
+export const INSTANCE_PAGE: PageLimits = { fallback: 100, cap: 1_000 };
+export const HISTORY_PAGE: PageLimits = { fallback: 100, cap: 1_000 };
+export const CHANGES_PAGE: PageLimits = { fallback: 1_000, cap: 10_000 };
+
+export function pageSize(limit: number | undefined, { fallback, cap }: PageLimits): number {
+  if (limit === undefined || Number.isNaN(limit)) return fallback;
+  return Math.min(cap, Math.max(0, Math.floor(limit)));
+}
+
+export function describeWrite(write: InstanceWrite): string {
+  return `${write.kind} ${write.uuid}`;
+}
+
+export function closedError(): StoreError {
+  return new StoreError('closed', 'store is closed');
+}
+
+export type ChangeListener = (changes: readonly ChangeRecord[]) => void;
+
+/**
+ * Calls every listener with `changes`; a throwing listener is counted and reported through
+ * `onError`, and delivery to the others carries on. Returns how many threw.
+ */
+export function deliver(
+  listeners: ReadonlySet<ChangeListener>,
+  changes: readonly ChangeRecord[],
+  onError: (error: unknown) => void,
+): number {
+  let thrown = 0;
+  for (const listener of [...listeners]) {
+    try {
+      listener(changes);
+    } catch (error) {
+      thrown++;
+      try {
+        onError(error);
+      } catch {
+        // A failing error hook must not stop delivery to the remaining listeners either.
+      }
+    }
+  }
+  return thrown;
+}
+
+/**
+ * Retention: the revision up to which change rows are deleted after a commit that added
+ * `firstNew`..`latest`, or null when nothing is due. At most `maxChanges` rows are kept; once
+ * exceeded they are pruned down to 90 % so that pruning runs now and then, not on every write.
+ * `oldestKept` null means the log held nothing before this commit.
+ */
+export function pruneCutoff(
+  oldestKept: number | null,
+  firstNew: number,
+  latest: number,
+  maxChanges: number,
+): number | null {
+  const oldest = oldestKept ?? firstNew;
+  if (latest - oldest + 1 <= maxChanges) return null;
+  return latest - (maxChanges - Math.floor(maxChanges / 10));
+}
+
+/**
+ * Whether writes commit: the first failure and the first success after failures are told once,
+ * so a full disk is one log line and a metric, not one per write.
+ */
+export class WriteHealth {
+  private failing: StoreError | null = null;
+  failures = 0;
+
+  constructor(private readonly onChange: (failure: StoreError | null) => void = () => {}) {}
+
+  get failure(): StoreError | null {
+    return this.failing;
+  }
+
+  failed(failure: StoreError): void {
+    this.failures++;
+    const first = this.failing === null;
+    this.failing = failure;
+    if (first) this.tell(failure);
+  }
+
+  succeeded(): void {
+    if (this.failing === null) return;
+    this.failing = null;
+    this.tell(null);
+  }
+
+  private tell(failure: StoreError | null): void {
+    try {
+      this.onChange(failure);
+    } catch {
+      // A failing hook must not turn a commit into an error.
+    }
+  }
+}

@@ -1,0 +1,604 @@
+// The Store on PostgreSQL, for a control plane that several processes share. Writes that arrive
+// together are committed as one transaction of a few set-based statements (postgres-batch.ts);
+// only when one write fails are they redone one statement and savepoint each, so it fails alone.
+// Every writing transaction first locks the single revision_counter row and takes its revisions
+// from it, so revisions are assigned in commit order across processes (see postgres-schema.ts),
+// and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
+// truth that they read.
+import postgres from 'postgres';
+import {
+  CHANGES_PAGE,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_MAX_CHANGES,
+  HISTORY_PAGE,
+  INSTANCE_PAGE,
+  closedError,
+  deliver,
+  describeWrite,
+  pageSize,
+  pruneCutoff,
+  WriteHealth,
+} from './common.ts';
+import type { ChangeListener } from './common.ts';
+import { applyInRounds } from './postgres-batch.ts';
+import type { WriteRow } from './postgres-batch.ts';
+import { ensureSchema, migratePostgres } from './postgres-schema.ts';
+import { instanceFromRow } from './sqlite-rows.ts';
+import type { InstanceRow } from './sqlite-rows.ts';
+import { StoreError } from './types.ts';
+import type {
+  ChangeRecord,
+  ChangesPage,
+  HostRecord,
+  InstanceFilter,
+  InstanceRecord,
+  InstanceWrite,
+  RecordedPowerState,
+  Store,
+  StoreOptions,
+  StoreStats,
+  TransitionCause,
+  TransitionRecord,
+  VmState,
+  WriteResult,
+} from './types.ts';
+
+export interface PostgresStoreOptions extends StoreOptions {
+  /** Schema the tables live in (created if missing). Default: the connection's search_path. */
+  readonly schema?: string;
+  /** Most connections open at once, the one that listens for other processes included. Default 4. */
+  readonly maxConnections?: number;
+  /** Told when following other processes' commits fails; the next notification retries. */
+  readonly onFeedError?: (error: unknown) => void;
+}
+
+/** The channel every writing transaction notifies on commit, with its last revision. */
+export const CHANGES_CHANNEL = 'hvsync_changes';
+
+const DEFAULT_MAX_CONNECTIONS = 4;
+
+type SqlValue = string | number | boolean | null;
+
+interface TransitionRow {
+  id: number;
+  uuid: string;
+  power_from: string | null;
+  power_to: string;
+  vm_state_from: string | null;
+  vm_state_to: string;
+  cause: string;
+  detail: string;
+  out_of_band: boolean;
+  observed_at: number;
+  recorded_at: number;
+}
+
+interface HostRow {
+  name: string;
+  driver: string;
+  connected: boolean;
+  last_seen_at: number;
+  last_reconcile_at: number | null;
+}
+
+interface ChangeRow {
+  revision: number;
+  type: ChangeRecord['type'];
+  instance: InstanceRecord;
+  at: number;
+}
+
+interface PendingWrite {
+  readonly write: InstanceWrite;
+  readonly resolve: (result: WriteResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+type Outcome =
+  | { readonly result: WriteResult; readonly change: ChangeRecord | null }
+  | { readonly error: unknown };
+
+// int8 columns (timestamps, revisions, ids) as numbers: epoch ms and counters stay far below 2^53.
+const TYPES = {
+  bigint: {
+    to: 20,
+    from: [20],
+    serialize: (value: number) => String(value),
+    parse: (text: string) => Number(text),
+  },
+};
+
+/** Connects to `url`, migrates under an advisory lock, and returns the store. */
+export async function openPostgresStore(
+  url: string,
+  options: PostgresStoreOptions = {},
+): Promise<PostgresStore> {
+  const sql = postgres(url, {
+    max: Math.max(2, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS),
+    types: TYPES,
+    onnotice: false,
+    connect_timeout: 10,
+    ...(options.schema === undefined ? {} : { connection: { search_path: options.schema } }),
+  });
+  try {
+    if (options.schema !== undefined) await ensureSchema(sql, options.schema);
+    await migratePostgres(sql);
+    const [counter] = await sql<{ value: number }[]>`SELECT value FROM revision_counter`;
+    const [bounds] = await sql<{ oldest: number | null }[]>`
+      SELECT min(revision) AS oldest FROM changes`;
+    return new PostgresStore(sql, options, counter?.value ?? 0, bounds?.oldest ?? null);
+  } catch (error) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    throw asStoreError(error, `cannot open ${redact(url)}`);
+  }
+}
+
+/** Marks an error thrown by one write (as opposed to BEGIN or COMMIT) so the batch can isolate it. */
+class WriteFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+export class PostgresStore implements Store {
+  private readonly maxChanges: number;
+  private readonly maxBatch: number;
+  private readonly now: () => number;
+  private readonly onListenerError: (error: unknown) => void;
+  private readonly onFeedError: (error: unknown) => void;
+  private readonly writeHealth: WriteHealth;
+
+  private queue: PendingWrite[] = [];
+  private flushHandle: NodeJS.Immediate | null = null;
+  /** The batch being committed; one at a time, so local commits are delivered in order. */
+  private flushing: Promise<void> | null = null;
+  private closed = false;
+  private readonly listeners = new Set<ChangeListener>();
+  private listening: Promise<unknown> | null = null;
+  /** Serializes deliveries: local commits and catch-ups after other processes' notifications. */
+  private delivery: Promise<void> = Promise.resolve();
+  private catchUpWaiting = false;
+  /** Highest revision handed to listeners (or committed before they could care). */
+  private deliveredUpTo: number;
+  private readonly counters = {
+    commits: 0,
+    writes: 0,
+    refused: 0,
+    failed: 0,
+    retried: 0,
+    pruned: 0,
+    listenerErrors: 0,
+  };
+
+  constructor(
+    private readonly sql: postgres.Sql,
+    options: PostgresStoreOptions,
+    latestRevision: number,
+    /** Lower bound of the oldest revision kept; only decides when to prune. */
+    private oldestKept: number | null,
+  ) {
+    this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
+    this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
+    this.now = options.now ?? Date.now;
+    this.onListenerError = options.onListenerError ?? (() => {});
+    this.onFeedError = options.onFeedError ?? (() => {});
+    this.writeHealth = new WriteHealth(options.onWriteHealth);
+    this.deliveredUpTo = latestRevision;
+  }
+
+  get stats(): StoreStats {
+    return { ...this.counters, commitFailures: this.writeHealth.failures };
+  }
+
+  /** Why writes cannot commit right now, or null while they do. */
+  get writeFailure(): StoreError | null {
+    return this.writeHealth.failure;
+  }
+
+  async getInstance(uuid: string): Promise<InstanceRecord | null> {
+    const rows = await this.read(
+      () => this.sql<InstanceRow[]>`SELECT * FROM instances WHERE uuid = ${uuid}::text`,
+    );
+    return rows[0] === undefined ? null : instanceFromRow(rows[0]);
+  }
+
+  async listInstances(filter: InstanceFilter = {}): Promise<InstanceRecord[]> {
+    const conditions: string[] = [];
+    const params: SqlValue[] = [];
+    const where = (column: string, value: string | undefined, op = '='): void => {
+      if (value === undefined) return;
+      params.push(value);
+      conditions.push(`${column} ${op} $${params.length}::text`);
+    };
+    where('host', filter.host);
+    where('vm_state', filter.vmState);
+    where('power_state', filter.powerState);
+    where('uuid', filter.after, '>');
+    params.push(pageSize(filter.limit, INSTANCE_PAGE));
+    const clause = conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`;
+    const rows = await this.read(() =>
+      this.sql.unsafe<InstanceRow[]>(
+        `SELECT * FROM instances ${clause} ORDER BY uuid LIMIT $${params.length}::integer`,
+        params,
+        { prepare: true },
+      ),
+    );
+    return rows.map(instanceFromRow);
+  }
+
+  write(write: InstanceWrite): Promise<WriteResult> {
+    if (this.closed) return Promise.reject(closedError());
+    return new Promise<WriteResult>((resolve, reject) => {
+      this.queue.push({ write, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  async history(
+    uuid: string,
+    options: { limit?: number; beforeId?: number } = {},
+  ): Promise<TransitionRecord[]> {
+    const beforeId = options.beforeId ?? Number.MAX_SAFE_INTEGER;
+    const limit = pageSize(options.limit, HISTORY_PAGE);
+    const rows = await this.read(
+      () => this.sql<TransitionRow[]>`
+        SELECT * FROM transitions WHERE uuid = ${uuid}::text AND id < ${beforeId}::bigint
+        ORDER BY id DESC LIMIT ${limit}::integer`,
+    );
+    return rows.map(transitionFromRow);
+  }
+
+  /**
+   * Changes after `since`, oldest first. The page is complete from `since` onwards only when
+   * `since >= oldestRevision - 1`; otherwise retention dropped changes the watcher never saw.
+   */
+  async changesSince(since: number, limit?: number): Promise<ChangesPage> {
+    return this.read(() => this.changesPage(since, pageSize(limit, CHANGES_PAGE)));
+  }
+
+  private async changesPage(since: number, size: number): Promise<ChangesPage> {
+    // One snapshot for the page and its bounds.
+    const [rows, bounds] = await this.sql.begin(
+      'ISOLATION LEVEL REPEATABLE READ READ ONLY',
+      (tx) => [
+        tx<ChangeRow[]>`
+          SELECT revision, type, instance, at FROM changes
+          WHERE revision > ${since}::bigint ORDER BY revision LIMIT ${size}::integer`,
+        tx<{ oldest: number | null; latest: number }[]>`
+          SELECT (SELECT min(revision) FROM changes) AS oldest,
+                 (SELECT value FROM revision_counter) AS latest`,
+      ],
+    );
+    const latestRevision = bounds[0]?.latest ?? 0;
+    return {
+      changes: rows.map((row) => ({ ...row })),
+      oldestRevision: bounds[0]?.oldest ?? latestRevision + 1,
+      latestRevision,
+    };
+  }
+
+  /**
+   * Listeners get every change committed after the store opened, by this process or any other
+   * on the same database, in revision order: local commits as they commit, others' when their
+   * NOTIFY arrives (read back from the change log, so a lost notification costs latency only).
+   */
+  subscribe(listener: ChangeListener): () => void {
+    if (this.closed) throw closedError();
+    const entry: ChangeListener = (changes) => listener(changes);
+    this.listeners.add(entry);
+    this.listening ??= this.sql
+      .listen(
+        CHANGES_CHANNEL,
+        () => this.catchUp(),
+        () => this.catchUp(),
+      )
+      .catch((error: unknown) => {
+        this.listening = null;
+        this.onFeedError(error);
+      });
+    return () => {
+      this.listeners.delete(entry);
+    };
+  }
+
+  async upsertHost(host: HostRecord): Promise<void> {
+    await this.read(
+      () => this.sql`
+        INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
+        VALUES (${host.name}::text, ${host.driver}::text, ${host.connected}::boolean,
+                ${host.lastSeenAt}::bigint, ${host.lastReconcileAt}::bigint)
+        ON CONFLICT (name) DO UPDATE SET
+          driver = excluded.driver,
+          connected = excluded.connected,
+          last_seen_at = excluded.last_seen_at,
+          last_reconcile_at = excluded.last_reconcile_at`,
+    );
+  }
+
+  async listHosts(): Promise<HostRecord[]> {
+    const rows = await this.read(() => this.sql<HostRow[]>`SELECT * FROM hosts ORDER BY name`);
+    return rows.map(hostFromRow);
+  }
+
+  /** Commits every queued write, then closes. Closing again is a no-op. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.flushHandle !== null) {
+      clearImmediate(this.flushHandle);
+      this.flushHandle = null;
+    }
+    while (this.flushing !== null || this.queue.length > 0) {
+      if (this.flushing !== null) await this.flushing;
+      else await this.flushOnce();
+    }
+    await this.delivery;
+    this.listeners.clear();
+    await this.sql.end({ timeout: 5 });
+  }
+
+  private async read<T>(query: () => Promise<T>): Promise<T> {
+    if (this.closed) throw closedError();
+    try {
+      return await query();
+    } catch (error) {
+      throw asStoreError(error, 'store read failed');
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushHandle !== null || this.flushing !== null) return;
+    this.flushHandle = setImmediate(() => {
+      this.flushHandle = null;
+      void this.flushOnce().then(() => {
+        if (this.queue.length > 0 && !this.closed) this.scheduleFlush();
+      });
+    });
+  }
+
+  private flushOnce(): Promise<void> {
+    const batch = this.queue.slice(0, this.maxBatch);
+    this.queue = this.queue.slice(this.maxBatch);
+    this.flushing = this.commit(batch).finally(() => {
+      this.flushing = null;
+    });
+    return this.flushing;
+  }
+
+  private async commit(batch: readonly PendingWrite[]): Promise<void> {
+    if (batch.length === 0) return;
+    const now = this.now();
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.runBatch(batch, now, false);
+    } catch (error) {
+      if (!(error instanceof WriteFailure)) {
+        this.failAll(batch, error);
+        return;
+      }
+      // One write threw and took the transaction with it: redo the batch with each write in
+      // its own savepoint so only that write fails.
+      this.counters.retried++;
+      try {
+        outcomes = await this.runBatch(batch, now, true);
+      } catch (retryError) {
+        this.failAll(batch, retryError instanceof WriteFailure ? retryError.cause : retryError);
+        return;
+      }
+    }
+
+    this.counters.commits++;
+    this.writeHealth.succeeded();
+    const changes: ChangeRecord[] = [];
+    for (const outcome of outcomes) {
+      if ('change' in outcome && outcome.change !== null) changes.push(outcome.change);
+    }
+    if (changes.length > 0) await this.deliverLocal(changes);
+    outcomes.forEach((outcome, i) => {
+      const pending = batch[i]!;
+      if ('error' in outcome) {
+        this.counters.failed++;
+        pending.reject(
+          asStoreError(outcome.error, `write of ${describeWrite(pending.write)} failed`),
+        );
+        return;
+      }
+      if (outcome.result.ok) this.counters.writes++;
+      else this.counters.refused++;
+      pending.resolve(outcome.result);
+    });
+  }
+
+  private failAll(batch: readonly PendingWrite[], error: unknown): void {
+    this.counters.failed += batch.length;
+    const failure = asStoreError(error, 'write transaction failed');
+    if (failure.code !== 'closed') this.writeHealth.failed(failure);
+    for (const pending of batch) pending.reject(failure);
+  }
+
+  private async runBatch(
+    batch: readonly PendingWrite[],
+    now: number,
+    isolate: boolean,
+  ): Promise<Outcome[]> {
+    let prunedNow: { removed: number; oldestKept: number } | null = null;
+    const outcomes = await this.sql.begin(async (tx) => {
+      // The lock that orders revisions by commit: held from here to COMMIT.
+      const [counter] = await tx<{ value: number }[]>`
+        SELECT value FROM revision_counter FOR UPDATE`;
+      let revision = counter?.value ?? 0;
+
+      let rows: (WriteRow | undefined | { error: unknown })[];
+      if (isolate) {
+        rows = [];
+        for (const { write } of batch) {
+          try {
+            const [row] = await tx.savepoint((sp) => applyInRounds(sp, [write], now));
+            rows.push(row);
+          } catch (error) {
+            rows.push({ error });
+          }
+        }
+      } else {
+        rows = await applyInRounds(
+          tx,
+          batch.map((p) => p.write),
+          now,
+        ).catch((error: unknown) => {
+          throw new WriteFailure(error);
+        });
+      }
+
+      const outcomes: Outcome[] = rows.map((row, i) => {
+        const write = batch[i]!.write;
+        if (row !== undefined && 'error' in row) return { error: row.error };
+        if (row === undefined || !row.written) {
+          const current = row === undefined ? null : instanceFromRow(row);
+          const reason =
+            write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
+          return { result: { ok: false, reason, current }, change: null };
+        }
+        revision += 1;
+        const instance = instanceFromRow(row);
+        const type = write.kind === 'create' ? 'created' : 'updated';
+        return {
+          result: { ok: true, instance, revision },
+          change: { revision, type, instance, at: now },
+        };
+      });
+
+      const changes = outcomes.flatMap((o) =>
+        'change' in o && o.change !== null ? [o.change] : [],
+      );
+      if (changes.length > 0) {
+        const records = changes.map((c) => ({
+          revision: c.revision,
+          uuid: c.instance.uuid,
+          type: c.type,
+          instance: c.instance,
+          at: c.at,
+        }));
+        await Promise.all([
+          tx`
+            INSERT INTO changes (revision, uuid, type, instance, at)
+            SELECT revision, uuid, type, instance, at
+            FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
+              AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
+          tx`UPDATE revision_counter SET value = ${revision}::bigint`,
+          tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(revision)}::text)`,
+        ]);
+        // After the insert, never beside it: a batch larger than what is kept must prune itself.
+        prunedNow = await this.pruneIfDue(tx, changes[0]!.revision, revision);
+      }
+      return outcomes;
+    });
+    const pruned = prunedNow as { removed: number; oldestKept: number } | null;
+    if (pruned !== null) {
+      this.counters.pruned += pruned.removed;
+      this.oldestKept = pruned.oldestKept;
+    }
+    const first = outcomes.find((o) => 'change' in o && o.change !== null);
+    if (this.oldestKept === null && first !== undefined && 'change' in first) {
+      this.oldestKept = first.change?.revision ?? null;
+    }
+    return outcomes;
+  }
+
+  private async pruneIfDue(
+    tx: postgres.TransactionSql,
+    firstRevision: number,
+    latestRevision: number,
+  ): Promise<{ removed: number; oldestKept: number } | null> {
+    const cutoff = pruneCutoff(this.oldestKept, firstRevision, latestRevision, this.maxChanges);
+    if (cutoff === null) return null;
+    const result = await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
+    return { removed: result.count, oldestKept: cutoff + 1 };
+  }
+
+  /** Hands a local commit to listeners, after any other process's commits that came before it. */
+  private deliverLocal(changes: readonly ChangeRecord[]): Promise<void> {
+    const first = changes[0]!.revision;
+    this.delivery = this.delivery.then(async () => {
+      if (this.listeners.size > 0 && this.deliveredUpTo < first - 1) {
+        await this.readAndDeliver(first - 1);
+      }
+      const fresh = changes.filter((c) => c.revision > this.deliveredUpTo);
+      this.deliveredUpTo = Math.max(this.deliveredUpTo, changes[changes.length - 1]!.revision);
+      if (fresh.length > 0) this.notify(fresh);
+    });
+    return this.delivery;
+  }
+
+  /** After another process's NOTIFY: read what listeners have not had yet from the log. */
+  private catchUp(): void {
+    // One read waiting is enough however many notifications arrive meanwhile: it reads them all.
+    if (this.closed || this.catchUpWaiting) return;
+    this.catchUpWaiting = true;
+    this.delivery = this.delivery.then(() => {
+      this.catchUpWaiting = false;
+      return this.readAndDeliver(Number.MAX_SAFE_INTEGER);
+    });
+  }
+
+  private async readAndDeliver(upTo: number): Promise<void> {
+    try {
+      for (;;) {
+        const page = await this.changesPage(this.deliveredUpTo, CHANGES_PAGE.cap);
+        const changes = page.changes.filter((c) => c.revision <= upTo);
+        if (changes.length === 0) return;
+        this.deliveredUpTo = changes[changes.length - 1]!.revision;
+        this.notify(changes);
+        if (changes.length < page.changes.length || page.changes.length < CHANGES_PAGE.cap) {
+          return;
+        }
+      }
+    } catch (error) {
+      this.onFeedError(error);
+    }
+  }
+
+  private notify(changes: readonly ChangeRecord[]): void {
+    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
+  }
+}
+
+function transitionFromRow(row: TransitionRow): TransitionRecord {
+  return {
+    id: row.id,
+    uuid: row.uuid,
+    from: row.power_from as RecordedPowerState | null,
+    to: row.power_to as RecordedPowerState,
+    vmStateFrom: row.vm_state_from as VmState | null,
+    vmStateTo: row.vm_state_to as VmState,
+    cause: row.cause as TransitionCause,
+    detail: row.detail,
+    outOfBand: row.out_of_band,
+    observedAt: row.observed_at,
+    recordedAt: row.recorded_at,
+  };
+}
+
+function hostFromRow(row: HostRow): HostRecord {
+  return {
+    name: row.name,
+    driver: row.driver,
+    connected: row.connected,
+    lastSeenAt: row.last_seen_at,
+    lastReconcileAt: row.last_reconcile_at,
+  };
+}
+
+/** A URL fit for an error message: without its password. */
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'the PostgreSQL database';
+  }
+}
+
+function asStoreError(error: unknown, context: string): StoreError {
+  if (error instanceof StoreError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new StoreError('io', `${context}: ${message}`, { cause: error });
+}

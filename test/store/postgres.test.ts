@@ -1,0 +1,272 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  isPostgresUrl,
+  openPostgresStore,
+  openStore,
+  PostgresStore,
+  SqliteStore,
+  StoreError,
+} from '../../src/store/index.ts';
+import type { ChangeRecord } from '../../src/store/index.ts';
+import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
+import { describePostgres, freshSchema } from '../support/postgres.ts';
+import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
+
+const WRITER = fileURLToPath(new URL('../support/pg-writer.ts', import.meta.url));
+
+describePostgres('PostgresStore', (database) => {
+  storeContract('PostgresStore', {
+    freshLocation: async () => freshSchema(),
+    open: (schema, options) => openPostgresStore(database.url, { ...options, schema }),
+  });
+
+  /** A plain connection into one schema, to look at what the store left behind. */
+  async function inspect<T>(schema: string, body: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+    const sql = postgres(database.url, {
+      max: 1,
+      onnotice: false,
+      connection: { search_path: schema },
+    });
+    try {
+      return await body(sql);
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
+  }
+
+  test('the ledger records each migration once across reopening', async () => {
+    const schema = freshSchema();
+    await (await openPostgresStore(database.url, { schema })).close();
+    const ledger = () =>
+      inspect(schema, (sql) => sql`SELECT version, name, applied_at FROM schema_migrations`);
+    const first = await ledger();
+    assert.equal(first.length, PG_MIGRATIONS.length);
+    await (await openPostgresStore(database.url, { schema })).close();
+    assert.deepEqual(await ledger(), first);
+  });
+
+  test('processes starting together apply each migration exactly once', async () => {
+    const schema = freshSchema();
+    // Separate pools, so separate connections racing as separate processes would.
+    const stores = await Promise.all(
+      Array.from({ length: 4 }, () => openPostgresStore(database.url, { schema })),
+    );
+    const versions = await inspect(
+      schema,
+      (sql) => sql<{ version: number }[]>`SELECT version FROM schema_migrations ORDER BY version`,
+    );
+    assert.deepEqual(
+      versions.map((v) => v.version),
+      PG_MIGRATIONS.map((m) => m.version),
+    );
+    ok(await stores[0]!.write(create(uuidOf(1))));
+    assert.equal((await stores[3]!.getInstance(uuidOf(1)))?.version, 1);
+    await Promise.all(stores.map((s) => s.close()));
+  });
+
+  test('a database from a newer hvsync is refused', async () => {
+    const schema = freshSchema();
+    await (await openPostgresStore(database.url, { schema })).close();
+    await inspect(
+      schema,
+      (sql) => sql`INSERT INTO schema_migrations (version, name, applied_at)
+                   VALUES (${PG_MIGRATIONS.length + 1}::integer, 'from the future', 0)`,
+    );
+    await assert.rejects(openPostgresStore(database.url, { schema }), (error: unknown) => {
+      assert.ok(error instanceof StoreError);
+      assert.equal(error.code, 'migration-failed');
+      assert.match(error.message, /newer/);
+      return true;
+    });
+  });
+
+  test('a failing migration leaves nothing half applied', async () => {
+    const schema = freshSchema();
+    const broken = [
+      ...PG_MIGRATIONS,
+      {
+        version: PG_MIGRATIONS.length + 1,
+        name: 'broken',
+        sql: 'CREATE TABLE half_done (x integer); INSERT INTO no_such_table VALUES (1);',
+      },
+    ];
+    await inspect(schema, async (sql) => {
+      await sql`CREATE SCHEMA ${sql(schema)}`;
+      await assert.rejects(
+        migratePostgres(sql, broken),
+        (error: unknown) => error instanceof StoreError && error.code === 'migration-failed',
+      );
+      const tables = await sql<{ name: string }[]>`
+        SELECT table_name AS name FROM information_schema.tables
+        WHERE table_schema = ${schema}::text`;
+      const names = tables.map((t) => t.name);
+      assert.ok(names.includes('instances'), 'earlier migrations stay applied');
+      assert.ok(!names.includes('half_done'));
+      const versions = await sql<{ version: number }[]>`SELECT version FROM schema_migrations`;
+      assert.deepEqual(
+        versions.map((v) => v.version),
+        PG_MIGRATIONS.map((m) => m.version),
+      );
+    });
+  });
+
+  test('a schema that belongs to something else is left alone', async () => {
+    const schema = freshSchema();
+    await inspect(schema, async (sql) => {
+      await sql`CREATE SCHEMA ${sql(schema)}`;
+      await sql`CREATE TABLE invoices (id integer PRIMARY KEY)`;
+    });
+    await rejectsWithCode(openPostgresStore(database.url, { schema }), 'migration-failed');
+    const tables = await inspect(
+      schema,
+      (sql) => sql`SELECT table_name FROM information_schema.tables
+                   WHERE table_schema = ${schema}::text`,
+    );
+    assert.equal(tables.length, 1, 'nothing was added');
+  });
+
+  test('openStore picks PostgreSQL for a postgres:// URL and SQLite for a path', async () => {
+    assert.ok(isPostgresUrl('postgres://h/db'));
+    assert.ok(isPostgresUrl('postgresql://u@h:5433/db'));
+    assert.ok(!isPostgresUrl('./hvsync.db'));
+    assert.ok(!isPostgresUrl('/var/lib/postgres://odd.db'));
+    const pg = await openStore(database.url);
+    assert.ok(pg instanceof PostgresStore);
+    ok(await pg.write(create(uuidOf(1))));
+    await pg.close();
+    const dir = mkdtempSync(join(tmpdir(), 'hvsync-open-store-'));
+    try {
+      const sqlite = await openStore(join(dir, 'x.db'));
+      assert.ok(sqlite instanceof SqliteStore);
+      await sqlite.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a server that does not answer gives a StoreError, not a hang', async () => {
+    const url = new URL(database.url);
+    url.port = '1';
+    await rejectsWithCode(openPostgresStore(url.toString()), 'io');
+  });
+
+  test("subscribers get other processes' commits in revision order, interleaved with their own", async () => {
+    const schema = freshSchema();
+    const mine = await openPostgresStore(database.url, { schema });
+    const other = await openPostgresStore(database.url, { schema });
+    const delivered: ChangeRecord[] = [];
+    let wake: () => void = () => {};
+    mine.subscribe((changes) => {
+      delivered.push(...changes);
+      wake();
+    });
+    const until = async (count: number): Promise<void> => {
+      while (delivered.length < count) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+    };
+
+    ok(await other.write(create(uuidOf(1))));
+    await until(1);
+    ok(await mine.write(create(uuidOf(2))));
+    ok(await other.write(update(uuidOf(1), 1, { powerState: 'paused' })));
+    ok(await other.write(update(uuidOf(1), 2, { powerState: 'running' })));
+    ok(await mine.write(update(uuidOf(2), 1, { powerState: 'shutoff' })));
+    await until(5);
+    assert.deepEqual(
+      delivered.map((c) => c.revision),
+      [1, 2, 3, 4, 5],
+    );
+    assert.deepEqual(
+      delivered.map((c) => c.instance.uuid),
+      [uuidOf(1), uuidOf(2), uuidOf(1), uuidOf(1), uuidOf(2)],
+    );
+    assert.equal(delivered[3]?.instance.powerState, 'running');
+    await Promise.all([mine.close(), other.close()]);
+  });
+
+  test('revisions follow commit order with writers in several processes', async () => {
+    const schema = freshSchema();
+    const reader: PostgresStore = await openPostgresStore(database.url, { schema });
+    const writers = 4;
+    const rounds = 120;
+    const children = Array.from({ length: writers }, (_, w) =>
+      runWriter(database.url, schema, w, rounds),
+    );
+    let childrenDone = false;
+    const all = Promise.all(children).finally(() => {
+      childrenDone = true;
+    });
+    all.catch(() => {}); // awaited below; polled meanwhile
+
+    // A watcher that only ever asks for what follows the last revision it saw: with revisions
+    // in commit order, every page starts right after it and has no holes.
+    const seen: number[] = [];
+    let since = 0;
+    let polls = 0;
+    for (;;) {
+      const done = childrenDone;
+      const page = await reader.changesSince(since, 500);
+      polls += 1;
+      page.changes.forEach((change, i) => {
+        assert.equal(
+          change.revision,
+          since + i + 1,
+          `after revision ${since} the log showed ${page.changes.map((c) => c.revision).join(',')}`,
+        );
+      });
+      for (const change of page.changes) seen.push(change.revision);
+      if (page.changes.length > 0) since = page.changes[page.changes.length - 1]!.revision;
+      if (done && page.changes.length === 0) break;
+    }
+    const reported = (await all).flatMap((r) => r.revisions).sort((a, b) => a - b);
+    let perWriter = 8; // its creates, then 1 to 8 updates per round as pg-writer.ts does
+    for (let round = 0; round < rounds; round += 1) perWriter += 1 + (round % 8);
+    const total = writers * perWriter;
+    assert.equal(reported.length, total);
+    assert.deepEqual(seen, reported, 'every committed revision seen exactly once, in order');
+    assert.deepEqual(
+      seen,
+      Array.from({ length: total }, (_, i) => i + 1),
+      'no gaps',
+    );
+    assert.ok(polls > 10, `the reader polled while the writers wrote (${polls} polls)`);
+    await reader.close();
+  });
+});
+
+interface WriterReport {
+  readonly writer: string;
+  readonly revisions: number[];
+}
+
+function runWriter(
+  url: string,
+  schema: string,
+  writer: number,
+  rounds: number,
+): Promise<WriterReport> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', WRITER, url, schema, `w${writer}`, String(rounds)],
+      { timeout: 120_000 },
+      (error, stdout, stderr) => {
+        if (error !== null) {
+          reject(new Error(`writer ${writer} failed: ${error.message}\n${stderr}`));
+          return;
+        }
+        resolve(JSON.parse(stdout) as WriterReport);
+      },
+    );
+  });
+}
