@@ -1,0 +1,289 @@
+// npm run bench:peers — hvsync's wire client side by side with libvirt's C client as Nova uses it
+// (python3-libvirt, default event implementation, a native thread running the event loop), both
+// listening to one storm of lifecycle events from the test driver. Each listener is a process of
+// its own; this process generates the storm on a third connection and compares. Prints a table and
+// writes bench/results/peers.json. Not a test: numbers, no pass/fail.
+//
+// Latency reference: the CLOCK_MONOTONIC time this process sent the call that caused the event
+// (process.hrtime.bigint() here, the same clock as time.monotonic_ns() in Python), so it includes
+// the daemon's handling of the call; both clients are measured from the same instant, and the
+// per-event difference between them is reported too.
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import {
+  LibvirtClient,
+  LibvirtClientError,
+  LibvirtError,
+  type Domain,
+} from '../src/libvirt/index.ts';
+import { ListenerProcess } from './peers/listener-process.ts';
+import { chainOf, domainName, STEPS, type ListenerSummary } from './peers/storm.ts';
+import {
+  envNumber,
+  machineLine,
+  mib,
+  pipelined,
+  progress,
+  round,
+  summarize,
+  throttledProgress,
+  type Summary,
+} from './service/support.ts';
+
+const uri = process.env.BENCH_URI ?? 'test+unix:///default';
+const CHAINS = envNumber('BENCH_PEERS_DOMAINS', 17_000);
+const INFLIGHT = envNumber('BENCH_PEERS_INFLIGHT', 64);
+const GRACE_MS = envNumber('BENCH_PEERS_GRACE_MS', 30_000);
+const EVENTS = CHAINS * STEPS.length;
+const PER = 100_000;
+
+const repoRoot = fileURLToPath(new URL('../', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'hvsync-bench-peers-'));
+const prefix = `hvsync-peers-${process.pid}-${Date.now().toString(36)}`;
+
+/** A python3 that can import libvirt, or null. Debian's python3-libvirt lives in /usr/bin's. */
+function findPython(): string | null {
+  const candidates = [process.env.BENCH_PYTHON, 'python3', '/usr/bin/python3'];
+  for (const python of candidates) {
+    if (!python) continue;
+    try {
+      execFileSync(python, ['-c', 'import libvirt'], { stdio: 'ignore' });
+      return python;
+    } catch {
+      // not there, or no libvirt module for this interpreter
+    }
+  }
+  return null;
+}
+
+/**
+ * hvsync's listener as plain JavaScript: run through tsx, Node would carry a second V8 isolate
+ * for the loader's hooks (about 40 MiB of RSS) that a deployed hvsync does not have.
+ */
+function compileHvsyncListener(): string {
+  const configPath = join(repoRoot, 'tsconfig.json');
+  const config = ts.readConfigFile(configPath, (path) => ts.sys.readFile(path));
+  const parsed = ts.parseJsonConfigFileContent(config.config, ts.sys, repoRoot);
+  const outDir = join(work, 'js');
+  const entry = join(repoRoot, 'bench/peers/hvsync-listener.ts');
+  const program = ts.createProgram([entry], {
+    ...parsed.options,
+    noEmit: false,
+    sourceMap: false,
+    rootDir: repoRoot,
+    outDir,
+  });
+  const result = program.emit();
+  if (result.emitSkipped) throw new Error('could not compile bench/peers/hvsync-listener.ts');
+  writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
+  return join(outDir, 'bench/peers/hvsync-listener.js');
+}
+
+function testDomainXml(name: string): string {
+  return (
+    `<domain type='test'><name>${name}</name><uuid>${randomUUID()}</uuid>` +
+    `<memory>8192</memory><os><type>hvm</type></os></domain>`
+  );
+}
+
+/** Every domain through the six calls, `INFLIGHT` domains at a time; send times per slot. */
+async function storm(client: LibvirtClient): Promise<{ sentAt: BigInt64Array; seconds: number }> {
+  const sentAt = new BigInt64Array(EVENTS);
+  const tick = throttledProgress(5_000);
+  const started = process.hrtime.bigint();
+  await pipelined(
+    CHAINS,
+    INFLIGHT,
+    async (chain) => {
+      const slot = chain * STEPS.length;
+      sentAt[slot] = process.hrtime.bigint();
+      let domain: Domain = await client.defineXml(testDomainXml(domainName(prefix, chain)));
+      sentAt[slot + 1] = process.hrtime.bigint();
+      domain = await client.create(domain);
+      sentAt[slot + 2] = process.hrtime.bigint();
+      await client.suspend(domain);
+      sentAt[slot + 3] = process.hrtime.bigint();
+      await client.resume(domain);
+      sentAt[slot + 4] = process.hrtime.bigint();
+      await client.destroy(domain);
+      sentAt[slot + 5] = process.hrtime.bigint();
+      await client.undefine(domain);
+    },
+    (done) => tick(`storm: ${done * STEPS.length}/${EVENTS} changes`),
+  );
+  return { sentAt, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+/** Removes any of our domains still on the daemon (an interrupted or failed storm). */
+async function sweep(client: LibvirtClient): Promise<number> {
+  const ours = (await client.listAllDomains()).filter((d) => chainOf(prefix, d.name) >= 0);
+  for (const domain of ours) {
+    for (const step of [() => client.destroy(domain), () => client.undefine(domain)]) {
+      try {
+        await step();
+      } catch (error) {
+        if (!(error instanceof LibvirtError) && !(error instanceof LibvirtClientError)) throw error;
+      }
+    }
+  }
+  return ours.length;
+}
+
+interface ClientResult {
+  readonly summary: ListenerSummary;
+  /** Event → callback, ms, from the generator's send time. */
+  readonly latencyMs: Summary;
+  readonly receivedAt: BigInt64Array;
+}
+
+function latencies(sentAt: BigInt64Array, receivedAt: BigInt64Array): number[] {
+  const samples: number[] = [];
+  for (let slot = 0; slot < sentAt.length; slot++) {
+    const sent = sentAt[slot]!;
+    const received = receivedAt[slot]!;
+    if (sent !== 0n && received !== 0n) samples.push(Number(received - sent) / 1e6);
+  }
+  return samples;
+}
+
+function readSlots(path: string): BigInt64Array {
+  const bytes = readFileSync(path);
+  return new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+}
+
+const python = findPython();
+if (!python) {
+  console.error(
+    'bench:peers needs libvirt\'s Python binding (the C client as Nova uses it).\n' +
+      'On Debian or Ubuntu, as root: apt-get install -y python3-libvirt\n' +
+      'Or set BENCH_PYTHON to a python3 that can `import libvirt`.',
+  );
+  process.exit(1);
+}
+
+progress('compiling the hvsync listener...');
+const hvsyncListenerJs = compileHvsyncListener();
+const generator = await LibvirtClient.connect({ uri });
+const libvirtVersion = await generator.getLibVersion();
+const listeners = [
+  new ListenerProcess('hvsync', process.execPath, [hvsyncListenerJs], {
+    uri,
+    prefix,
+    chains: CHAINS,
+    timestampsPath: join(work, 'hvsync.slots'),
+  }),
+  new ListenerProcess(
+    'c-client',
+    python,
+    [fileURLToPath(new URL('./peers/c-client-listener.py', import.meta.url))],
+    { uri, prefix, chains: CHAINS, timestampsPath: join(work, 'c-client.slots') },
+  ),
+] as const;
+
+let interrupted = false;
+process.once('SIGINT', () => {
+  interrupted = true;
+  progress('interrupted: removing the storm\'s domains...');
+  for (const listener of listeners) listener.kill();
+  void sweep(generator).finally(() => process.exit(130));
+});
+
+let results: ClientResult[];
+let stormSeconds: number;
+try {
+  progress('starting both listeners...');
+  await Promise.all(listeners.map((l) => l.ready));
+  progress(`storm: ${CHAINS} domains × ${STEPS.length} changes, ${INFLIGHT} calls in flight...`);
+  const stormResult = await storm(generator);
+  stormSeconds = stormResult.seconds;
+  progress('waiting for both listeners to receive every event...');
+  const grace = setTimeout(() => listeners.forEach((l) => l.end()), GRACE_MS);
+  const summaries = await Promise.all(listeners.map((l) => l.summary));
+  clearTimeout(grace);
+  results = summaries.map((summary, i) => {
+    const receivedAt = readSlots(join(work, `${listeners[i]!.label}.slots`));
+    const latencyMs = summarize(latencies(stormResult.sentAt, receivedAt));
+    return { summary, latencyMs, receivedAt };
+  });
+} finally {
+  if (!interrupted) {
+    for (const listener of listeners) listener.kill();
+    const left = await sweep(generator);
+    if (left > 0) progress(`removed ${left} domains the storm left behind`);
+    await generator.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+progress('');
+
+// Per event, how much later hvsync's callback ran than the C client's (negative: earlier).
+const [hvsync, cClient] = results as [ClientResult, ClientResult];
+const pairedMs = summarize(latencies(cClient.receivedAt, hvsync.receivedAt));
+
+function perHundredThousand(result: ClientResult): number {
+  return (result.summary.cpuSeconds / Math.max(1, result.summary.delivered)) * PER;
+}
+
+const machine = machineLine(libvirtVersion);
+const json = {
+  machine,
+  uri,
+  storm: {
+    domains: CHAINS,
+    changesPerDomain: STEPS.map((s) => s.call),
+    events: EVENTS,
+    callsInFlight: INFLIGHT,
+    seconds: round(stormSeconds, 2),
+    eventsPerSecond: Math.round(EVENTS / stormSeconds),
+  },
+  latencyReference: 'the generator sending the call that caused the event (CLOCK_MONOTONIC)',
+  clients: results.map((r) => ({
+    client: r.summary.client,
+    delivered: r.summary.delivered,
+    expected: EVENTS,
+    duplicates: r.summary.duplicates,
+    unexpected: r.summary.unexpected,
+    latencyMs: {
+      p50: round(r.latencyMs.p50, 2),
+      p99: round(r.latencyMs.p99, 2),
+      max: round(r.latencyMs.max, 2),
+    },
+    cpuSeconds: round(r.summary.cpuSeconds, 3),
+    cpuSecondsPer100kEvents: round(perHundredThousand(r), 3),
+    cpuMicrosecondsPerEvent: round((r.summary.cpuSeconds / r.summary.delivered) * 1e6, 1),
+    rssReadyMiB: mib(r.summary.rssReadyBytes),
+    rssPeakMiB: mib(r.summary.rssPeakBytes),
+  })),
+  hvsyncMinusCClientMs: {
+    p50: round(pairedMs.p50, 3),
+    p99: round(pairedMs.p99, 3),
+    min: round(-summarize(latencies(hvsync.receivedAt, cClient.receivedAt)).max, 3),
+  },
+};
+
+console.log(`machine: ${machine}`);
+console.log(
+  `storm: ${CHAINS} test domains × ${STEPS.map((s) => s.call).join('/')} = ${EVENTS} events in ` +
+    `${round(stormSeconds, 1)} s (${json.storm.eventsPerSecond} events/s, ${INFLIGHT} calls in flight)`,
+);
+const column = (r: ClientResult): Record<string, string> => ({
+  'events delivered': `${r.summary.delivered} / ${EVENTS}`,
+  'duplicates, unexpected': `${r.summary.duplicates}, ${r.summary.unexpected}`,
+  'latency p50 (ms)': r.latencyMs.p50.toFixed(2),
+  'latency p99 (ms)': r.latencyMs.p99.toFixed(2),
+  'CPU s per 100k events': perHundredThousand(r).toFixed(2),
+  'RSS ready → peak (MiB)': `${mib(r.summary.rssReadyBytes)} → ${mib(r.summary.rssPeakBytes)}`,
+});
+console.table({ hvsync: column(hvsync), 'C client (Nova)': column(cClient) });
+console.log(
+  `hvsync's callback ran ${pairedMs.p50.toFixed(3)} ms (p50), ${pairedMs.p99.toFixed(3)} ms (p99) ` +
+    `after the C client's for the same event (negative: before)`,
+);
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+writeFileSync(new URL('./results/peers.json', import.meta.url), `${JSON.stringify(json, null, 2)}\n`);
+console.log('written to bench/results/peers.json');
