@@ -121,6 +121,9 @@ interface StormResult {
   readonly disturbed: number;
 }
 
+/** Set on a signal: each chain stops at its next call, so that the sweep sees every domain. */
+let stopping = false;
+
 /** Every domain through the six calls, `INFLIGHT` domains at a time. */
 async function storm(client: LibvirtClient): Promise<StormResult> {
   const sentAt = new BigInt64Array(EVENTS);
@@ -133,6 +136,7 @@ async function storm(client: LibvirtClient): Promise<StormResult> {
     async (chain) => {
       let domain: Domain | undefined;
       for (const [index, step] of STEPS.entries()) {
+        if (stopping) return;
         const slot = chain * STEPS.length + index;
         sentAt[slot] = process.hrtime.bigint();
         try {
@@ -222,46 +226,58 @@ const listeners = [
   ),
 ] as const;
 
+// On a signal the storm stops at each domain's next call and the listeners are killed; the run
+// then unwinds through the same clean-up as a finished one.
 let interrupted = false;
-process.once('SIGINT', () => {
-  interrupted = true;
-  progress("interrupted: removing the storm's domains...");
-  for (const listener of listeners) listener.kill();
-  void sweep(generator).finally(() => process.exit(130));
-});
-
-let results: ClientResult[];
-let stormSeconds: number;
-let expected: number;
-let disturbed: number;
-try {
-  progress('starting both listeners...');
-  await Promise.all(listeners.map((l) => l.ready));
-  progress(`storm: ${CHAINS} domains × ${STEPS.length} changes, ${INFLIGHT} calls in flight...`);
-  const stormResult = await storm(generator);
-  stormSeconds = stormResult.seconds;
-  disturbed = stormResult.disturbed;
-  expected = stormResult.sentAt.filter((sent) => sent !== 0n).length;
-  progress('waiting for both listeners to receive every event...');
-  // A disturbed storm leaves slots no event will fill: collect what came after a short wait.
-  const graceMs = disturbed > 0 ? Math.min(GRACE_MS, 5_000) : GRACE_MS;
-  const grace = setTimeout(() => listeners.forEach((l) => l.end()), graceMs);
-  const summaries = await Promise.all(listeners.map((l) => l.summary));
-  clearTimeout(grace);
-  results = summaries.map((summary, i) => {
-    const receivedAt = readSlots(join(work, `${listeners[i]!.label}.slots`));
-    const samples = latencies(stormResult.sentAt, receivedAt);
-    const foreign = summary.delivered - samples.length + summary.unexpected + summary.duplicates;
-    return {
-      summary,
-      delivered: samples.length,
-      foreign,
-      latencyMs: summarize(samples),
-      receivedAt,
-    };
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true;
+    stopping = true;
+    progress(`${signal}: stopping the storm and removing its domains...`);
+    for (const listener of listeners) listener.kill();
   });
-} finally {
-  if (!interrupted) {
+}
+
+interface Measured {
+  readonly results: ClientResult[];
+  readonly stormSeconds: number;
+  /** Events the storm's successful calls caused. */
+  readonly expected: number;
+  readonly disturbed: number;
+}
+
+/** Runs the storm under both listeners; null when a signal cut it short. Always cleans up. */
+async function measure(): Promise<Measured | null> {
+  try {
+    progress('starting both listeners...');
+    await Promise.all(listeners.map((l) => l.ready));
+    progress(`storm: ${CHAINS} domains × ${STEPS.length} changes, ${INFLIGHT} calls in flight...`);
+    const { sentAt, seconds, disturbed } = await storm(generator);
+    if (interrupted) return null;
+    progress('waiting for both listeners to receive every event...');
+    // A disturbed storm leaves slots no event will fill: collect what came after a short wait.
+    const graceMs = disturbed > 0 ? Math.min(GRACE_MS, 5_000) : GRACE_MS;
+    const grace = setTimeout(() => listeners.forEach((l) => l.end()), graceMs);
+    const summaries = await Promise.all(listeners.map((l) => l.summary));
+    clearTimeout(grace);
+    const results = summaries.map((summary, i): ClientResult => {
+      const receivedAt = readSlots(join(work, `${listeners[i]!.label}.slots`));
+      const samples = latencies(sentAt, receivedAt);
+      const foreign = summary.delivered - samples.length + summary.unexpected + summary.duplicates;
+      return {
+        summary,
+        delivered: samples.length,
+        foreign,
+        latencyMs: summarize(samples),
+        receivedAt,
+      };
+    });
+    const expected = sentAt.filter((sent) => sent !== 0n).length;
+    return { results, stormSeconds: seconds, expected, disturbed };
+  } catch (error) {
+    if (interrupted) return null;
+    throw error;
+  } finally {
     for (const listener of listeners) listener.kill();
     const left = await sweep(generator);
     if (left > 0) progress(`removed ${left} domains the storm left behind`);
@@ -269,6 +285,10 @@ try {
     rmSync(work, { recursive: true, force: true });
   }
 }
+
+const measured = await measure();
+if (!measured) process.exit(130);
+const { results, stormSeconds, expected, disturbed } = measured;
 progress('');
 
 // Per event, how much later hvsync's callback ran than the C client's (negative: earlier).
