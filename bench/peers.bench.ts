@@ -43,7 +43,6 @@ const EVENTS = CHAINS * STEPS.length;
 const PER = 100_000;
 
 const repoRoot = fileURLToPath(new URL('../', import.meta.url));
-const work = mkdtempSync(join(tmpdir(), 'hvsync-bench-peers-'));
 const prefix = `hvsync-peers-${process.pid}-${Date.now().toString(36)}`;
 
 /** A python3 that can import libvirt, or null. Debian's python3-libvirt lives in /usr/bin's. */
@@ -193,8 +192,8 @@ function latencies(sentAt: BigInt64Array, receivedAt: BigInt64Array): number[] {
 }
 
 function readSlots(path: string): BigInt64Array {
-  const bytes = readFileSync(path);
-  return new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+  // Copied: a Buffer's offset into its memory need not be a multiple of 8.
+  return new BigInt64Array(new Uint8Array(readFileSync(path)).buffer);
 }
 
 const python = findPython();
@@ -207,6 +206,7 @@ if (!python) {
   process.exit(1);
 }
 
+const work = mkdtempSync(join(tmpdir(), 'hvsync-bench-peers-'));
 progress('compiling the hvsync listener...');
 const hvsyncListenerJs = compileHvsyncListener();
 const generator = await LibvirtClient.connect({ uri });
