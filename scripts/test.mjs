@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath, URL } from 'node:url';
 import { setTimeout, clearTimeout } from 'node:timers';
+import { machineLibvirtdIdentity } from './machine-libvirtd.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -33,9 +34,9 @@ if (files.length === 0) {
 const socket = process.env.HVSYNC_TEST_SOCKET ?? '/var/run/libvirt/libvirt-sock';
 const required = process.env.HVSYNC_REQUIRE_LIBVIRT === '1';
 
-// A socket file outlives a killed libvirtd, so ask whether anything accepts on it. Probed before
-// the run: suites stop and start libvirtd while they run. test/support/libvirt.ts makes the
-// per-suite decision (it also waits for an RPC answer); this is only for the closing note.
+// A socket file outlives a killed libvirtd, so ask whether anything accepts on it.
+// test/support/libvirt.ts makes the per-suite decision (it also waits for an RPC answer); this is
+// only for the closing note.
 function socketAccepts(path) {
   return new Promise((resolve) => {
     const probe = connect(path);
@@ -50,6 +51,8 @@ function socketAccepts(path) {
   });
 }
 const reachable = await socketAccepts(socket);
+// Tests may stop and restart only daemons of their own; the machine's may serve someone's guests.
+const machineDaemonsBefore = machineLibvirtdIdentity();
 
 const result = spawnSync(
   process.execPath,
@@ -64,5 +67,16 @@ if (!reachable && !required) {
       '      (scripts/libvirtd.sh start if it is installed), then npm test again;\n' +
       '      HVSYNC_REQUIRE_LIBVIRT=1 makes their absence a failure.',
   );
+}
+const machineDaemonsAfter = machineLibvirtdIdentity();
+// A daemon that appeared during the run is someone starting one; one that went away is not.
+if (machineDaemonsBefore.some((daemon) => !machineDaemonsAfter.includes(daemon))) {
+  console.error(
+    "\nFAIL: the machine's libvirt daemon was stopped or restarted during the tests.\n" +
+      `      before: ${machineDaemonsBefore.join('; ') || 'none running'}\n` +
+      `      after:  ${machineDaemonsAfter.join('; ') || 'none running'}\n` +
+      '      Suites that take libvirtd away must use test/support/private-libvirtd.ts.',
+  );
+  process.exit(1);
 }
 process.exit(result.status ?? 1);

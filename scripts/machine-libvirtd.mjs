@@ -1,0 +1,30 @@
+// Who the machine's libvirt daemons are: pid and start time of each system daemon that has its
+// own pidfile under /run. Tests must leave them alone; comparing this before and after a run
+// proves they did (a restart changes the start time even when a pid is reused).
+import { readFileSync } from 'node:fs';
+
+const SYSTEM_DAEMONS = ['libvirtd', 'virtqemud', 'virtproxyd'];
+
+function read(path) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** @returns {string[]} one "name pid N started T" line per running system daemon, sorted */
+export function machineLibvirtdIdentity() {
+  const found = [];
+  for (const name of SYSTEM_DAEMONS) {
+    const pid = Number(read(`/run/${name}.pid`)?.trim());
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    if (read(`/proc/${pid}/comm`)?.trim() !== name) continue;
+    const stat = read(`/proc/${pid}/stat`);
+    if (stat === undefined) continue;
+    // Field 22 (start time in clock ticks), counted after the parenthesised command name.
+    const startTicks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    found.push(`${name} pid ${pid} started ${startTicks}`);
+  }
+  return found;
+}
