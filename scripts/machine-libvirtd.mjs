@@ -13,11 +13,14 @@ function read(path) {
   }
 }
 
-/** @returns {string[]} one "name pid N started T" line per running system daemon, sorted */
-export function machineLibvirtdIdentity() {
+/**
+ * @param {string} [runDir] where system daemons keep their pidfiles
+ * @returns {string[]} one "name pid N started T" line per running system daemon, sorted
+ */
+export function machineLibvirtdIdentity(runDir = '/run') {
   const found = [];
   for (const name of SYSTEM_DAEMONS) {
-    const pid = Number(read(`/run/${name}.pid`)?.trim());
+    const pid = Number(read(`${runDir}/${name}.pid`)?.trim());
     if (!Number.isInteger(pid) || pid <= 1) continue;
     if (read(`/proc/${pid}/comm`)?.trim() !== name) continue;
     const stat = read(`/proc/${pid}/stat`);
@@ -27,4 +30,15 @@ export function machineLibvirtdIdentity() {
     found.push(`${name} pid ${pid} started ${startTicks}`);
   }
   return found;
+}
+
+/**
+ * Daemons running before that are not running, as the same process, after. One that appeared is
+ * someone starting it, not a test's doing.
+ * @param {string[]} before
+ * @param {string[]} after
+ * @returns {string[]}
+ */
+export function daemonsGone(before, after) {
+  return before.filter((daemon) => !after.includes(daemon));
 }

@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath, URL } from 'node:url';
 import { setTimeout, clearTimeout } from 'node:timers';
-import { machineLibvirtdIdentity } from './machine-libvirtd.mjs';
+import { daemonsGone, machineLibvirtdIdentity } from './machine-libvirtd.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -69,8 +69,7 @@ if (!reachable && !required) {
   );
 }
 const machineDaemonsAfter = machineLibvirtdIdentity();
-// A daemon that appeared during the run is someone starting one; one that went away is not.
-if (machineDaemonsBefore.some((daemon) => !machineDaemonsAfter.includes(daemon))) {
+if (daemonsGone(machineDaemonsBefore, machineDaemonsAfter).length > 0) {
   console.error(
     "\nFAIL: the machine's libvirt daemon was stopped or restarted during the tests.\n" +
       `      before: ${machineDaemonsBefore.join('; ') || 'none running'}\n` +

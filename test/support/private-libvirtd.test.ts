@@ -3,10 +3,11 @@
 // the machine's daemon never notices any of it.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { machineLibvirtdIdentity } from '../../scripts/machine-libvirtd.mjs';
+import { daemonsGone, machineLibvirtdIdentity } from '../../scripts/machine-libvirtd.mjs';
 import { createIdleGuest } from './guest.ts';
 import { libvirtAvailable, uniqueName, virsh } from './libvirt.ts';
 import {
@@ -50,6 +51,26 @@ describePrivateLibvirtd('a private libvirtd', (daemon) => {
     assert.notEqual(daemon.pid, firstPid);
 
     assert.deepEqual(machineLibvirtdIdentity(), machineBefore);
+  });
+
+  // The check npm test makes after a run, played on this daemon standing in for the machine's.
+  test("the runner's check tells a restarted daemon from the same one", async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'hvsync-run-'));
+    try {
+      const record = (): void => writeFileSync(join(runDir, 'libvirtd.pid'), `${daemon.pid}\n`);
+      record();
+      const before = machineLibvirtdIdentity(runDir);
+      assert.equal(before.length, 1);
+      assert.deepEqual(daemonsGone(before, machineLibvirtdIdentity(runDir)), []);
+      await daemon.restart();
+      record();
+      assert.deepEqual(daemonsGone(before, machineLibvirtdIdentity(runDir)), before);
+      await daemon.stop();
+      assert.deepEqual(machineLibvirtdIdentity(runDir), []);
+      await daemon.start();
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
   });
 
   test('a QEMU guest, with its files given to the daemon user, outlives a daemon restart', async () => {
