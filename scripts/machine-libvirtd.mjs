@@ -14,6 +14,21 @@ function read(path) {
 }
 
 /**
+ * A process's state letter (R, S, Z...) and start time in clock ticks since boot: the start time
+ * survives exec and differs when a pid is reused.
+ * @param {number} pid
+ * @returns {{ state: string, startTicks: string } | undefined} undefined when there is none
+ */
+export function processStat(pid) {
+  const stat = read(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  // Fields after the parenthesised command name, which may itself hold spaces: 3 (state) first,
+  // 22 (start time) twentieth.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0] ?? '', startTicks: fields[19] ?? '' };
+}
+
+/**
  * @param {string} [runDir] where system daemons keep their pidfiles
  * @returns {string[]} one "name pid N started T" line per running system daemon, sorted
  */
@@ -23,11 +38,9 @@ export function machineLibvirtdIdentity(runDir = '/run') {
     const pid = Number(read(`${runDir}/${name}.pid`)?.trim());
     if (!Number.isInteger(pid) || pid <= 1) continue;
     if (read(`/proc/${pid}/comm`)?.trim() !== name) continue;
-    const stat = read(`/proc/${pid}/stat`);
+    const stat = processStat(pid);
     if (stat === undefined) continue;
-    // Field 22 (start time in clock ticks), counted after the parenthesised command name.
-    const startTicks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-    found.push(`${name} pid ${pid} started ${startTicks}`);
+    found.push(`${name} pid ${pid} started ${stat.startTicks}`);
   }
   return found;
 }

@@ -4,11 +4,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machineLibvirtdIdentity } from '../../scripts/machine-libvirtd.mjs';
+import { machineLibvirtdIdentity, processStat } from '../../scripts/machine-libvirtd.mjs';
 import { describePrivateLibvirtd } from './private-libvirtd.ts';
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/libvirtd.sh', import.meta.url));
@@ -30,13 +30,6 @@ function runScript(command: string, pidfile: string): Promise<ScriptResult> {
       },
     );
   });
-}
-
-function startTicks(pid: number): string {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  assert.ok(ticks, `no start time in /proc/${pid}/stat`);
-  return ticks;
 }
 
 describePrivateLibvirtd('scripts/libvirtd.sh stop', (daemon) => {
@@ -67,7 +60,7 @@ describePrivateLibvirtd('scripts/libvirtd.sh stop', (daemon) => {
   test('stops the daemon its pidfile names when pid, name and start time match', async () => {
     const pid = daemon.pid;
     assert.ok(pid);
-    writeFileSync(pidfile, `${pid} ${startTicks(pid)}\n`);
+    writeFileSync(pidfile, `${pid} ${processStat(pid)?.startTicks}\n`);
     const result = await runScript('stop', pidfile);
     assert.equal(result.code, 0, result.output);
     assert.match(result.output, /stopped/);

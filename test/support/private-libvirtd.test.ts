@@ -7,7 +7,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { daemonsGone, machineLibvirtdIdentity } from '../../scripts/machine-libvirtd.mjs';
+import {
+  daemonsGone,
+  machineLibvirtdIdentity,
+  processStat,
+} from '../../scripts/machine-libvirtd.mjs';
 import { createIdleGuest } from './guest.ts';
 import { libvirtAvailable, uniqueName, virsh } from './libvirt.ts';
 import {
@@ -94,12 +98,8 @@ describePrivateLibvirtd('a private libvirtd', (daemon) => {
 
 /** Alive and not a zombie: an orphan nobody reaps still has a /proc entry. */
 function processRuns(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  const state = processStat(pid)?.state;
+  return state !== undefined && state !== 'Z';
 }
 
 describe('a private libvirtd disposed of', { skip: privateLibvirtdMissing() }, () => {
