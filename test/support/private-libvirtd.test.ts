@@ -5,6 +5,11 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
@@ -96,6 +101,8 @@ describePrivateLibvirtd('a private libvirtd', (daemon) => {
   });
 });
 
+const PRIVATE_LIBVIRTD_MODULE = fileURLToPath(new URL('./private-libvirtd.ts', import.meta.url));
+
 /** Alive and not a zombie: an orphan nobody reaps still has a /proc entry. */
 function processRuns(pid: number): boolean {
   const state = processStat(pid)?.state;
@@ -103,6 +110,37 @@ function processRuns(pid: number): boolean {
 }
 
 describe('a private libvirtd disposed of', { skip: privateLibvirtdMissing() }, () => {
+  test('dies with a test process killed before its after() hooks run', async () => {
+    // A child process that starts a daemon, prints its pid and folder, then idles.
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { PrivateLibvirtd } from ${JSON.stringify(PRIVATE_LIBVIRTD_MODULE)};
+         const daemon = new PrivateLibvirtd();
+         await daemon.start();
+         console.log(JSON.stringify({ pid: daemon.pid, dir: daemon.dir }));
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+    const started = JSON.parse(line) as { pid: number; dir: string };
+    try {
+      assert.ok(processRuns(started.pid));
+      child.kill('SIGKILL');
+      const deadline = Date.now() + 10_000;
+      while (processRuns(started.pid) && Date.now() < deadline) await delay(50);
+      assert.equal(processRuns(started.pid), false, 'the daemon went with its test process');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(started.dir, { recursive: true, force: true });
+    }
+  });
+
   test('leaves no process and no folder behind, even with a guest still running', async () => {
     const daemon = new PrivateLibvirtd();
     const guest = await createIdleGuest({

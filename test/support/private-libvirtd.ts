@@ -191,14 +191,17 @@ export class PrivateLibvirtd {
       XDG_DATA_HOME: join(this.dir, 'data'),
     };
     // setpriv execs libvirtd in place (runuser would stay as its parent), so the child's pid is
-    // the daemon's own and signals reach it directly.
-    const [file, args] = isRoot
+    // the daemon's own and signals reach it directly. Its parent-death signal takes the daemon
+    // down with a test process that is killed before its after() hooks can run.
+    const setpriv = findProgram('setpriv');
+    const [file, args] = setpriv
       ? [
-          findProgram('setpriv') ?? 'setpriv',
+          setpriv,
           [
-            `--reuid=${this.user.uid}`,
-            `--regid=${this.user.gid}`,
-            '--clear-groups',
+            ...(isRoot
+              ? [`--reuid=${this.user.uid}`, `--regid=${this.user.gid}`, '--clear-groups']
+              : []),
+            '--pdeathsig=SIGKILL',
             '--',
             libvirtd,
           ],
