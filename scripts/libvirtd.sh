@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Starts, stops and inspects a libvirtd on a host without systemd (CI, containers, dev boxes).
-# Tests use it to take libvirtd away while calls are in flight and bring it back.
+# Starts and inspects the machine's libvirtd on a host without systemd (CI, containers, dev
+# boxes), for scripts/provision-libvirt.sh. Tests never use it: suites that take libvirtd away run
+# a private daemon of their own (test/support/private-libvirtd.ts).
 #
-#   scripts/libvirtd.sh start | stop | restart | status
+#   scripts/libvirtd.sh start | status | stop | restart
+#
+# stop and restart act only on a daemon this script started, known by the pidfile it wrote (pid
+# and start time, so a reused pid is never hit). Any other libvirtd (started by systemd, by hand,
+# by someone else) may be running guests: it is left alone and the command fails saying so.
 #
 # Environment: LIBVIRTD_LOG (default /var/log/libvirt/libvirtd.log),
-#              LIBVIRTD_WAIT_SECONDS (default 60) bounds every wait.
+#              LIBVIRTD_WAIT_SECONDS (default 60) bounds every wait,
+#              HVSYNC_LIBVIRTD_PIDFILE (default /run/hvsync-libvirtd.pid) where start records
+#              the daemon it started.
 set -euo pipefail
 
-PIDFILE=/var/run/libvirtd.pid
+OWN_PIDFILE=${HVSYNC_LIBVIRTD_PIDFILE:-/run/hvsync-libvirtd.pid}
 SOCKET=/var/run/libvirt/libvirt-sock
 LOG=${LIBVIRTD_LOG:-/var/log/libvirt/libvirtd.log}
 WAIT_SECONDS=${LIBVIRTD_WAIT_SECONDS:-60}
@@ -18,28 +25,45 @@ PROBE_URI=qemu:///system
 
 say() { echo "libvirtd: $*"; }
 
-# The pidfile can outlive a killed daemon and its number can be reused, so check the name too.
-daemon_pids() {
-  local pid
-  if [[ -r $PIDFILE ]]; then
-    pid=$(tr -dc '0-9' <"$PIDFILE")
-    if [[ -n $pid && -r /proc/$pid/comm && $(cat "/proc/$pid/comm") == libvirtd ]]; then
-      echo "$pid"
-      return 0
-    fi
-  fi
-  # Started by someone else with another pidfile: fall back to the process name.
-  pgrep -x libvirtd || true
+# Clock ticks since boot at which the process started: survives exec, differs on pid reuse.
+start_time() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  # Field 22 of /proc/PID/stat is the 20th after the command name.
+  awk '{ print $20 }' <<<"$stat"
 }
 
-is_running() { [[ -n $(daemon_pids) ]]; }
+# The machine's (root) libvirtd, whoever started it: for reporting, never for killing. Tests'
+# private daemons run unprivileged and are not the machine's.
+all_pids() { pgrep -x -u 0 libvirtd | tr '\n' ' ' | sed 's/ $//' || true; }
+
+process_state() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  echo "${stat%% *}"
+}
+
+# The daemon this script started, if it still runs: pid, name and start time must all match.
+own_pid() {
+  local pid started
+  [[ -r $OWN_PIDFILE ]] || return 1
+  read -r pid started <"$OWN_PIDFILE" || true
+  [[ $pid =~ ^[0-9]+$ && -n $started ]] || return 1
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == libvirtd ]] || return 1
+  [[ $(start_time "$pid") == "$started" ]] || return 1
+  # A zombie has exited; nobody may have reaped it yet.
+  [[ $(process_state "$pid") != Z ]] || return 1
+  echo "$pid"
+}
 
 answers() { timeout 10 virsh -q -c "$PROBE_URI" version >/dev/null 2>&1; }
 
 wait_until_answering() {
   local deadline=$((SECONDS + WAIT_SECONDS))
   until answers; do
-    if ! is_running; then
+    if [[ -z $(all_pids) ]]; then
       say "exited during start; last lines of $LOG:"
       tail -n 20 "$LOG" >&2 || true
       return 1
@@ -54,37 +78,46 @@ wait_until_answering() {
 }
 
 start() {
-  if is_running; then
-    say "already running (pid $(daemon_pids | tr '\n' ' ' | sed 's/ $//'))"
+  local running
+  running=$(all_pids)
+  if [[ -n $running ]]; then
+    say "already running (pid $running)"
   else
     mkdir -p "$(dirname "$LOG")"
     say "starting, log in $LOG"
-    # setsid + redirected fds: the daemon must not hold the caller's pipes open (a test's
-    # execFile would wait for them) nor die with the caller's process group.
+    # setsid + redirected fds: the daemon must not hold the caller's pipes open nor die with the
+    # caller's process group.
     setsid libvirtd >>"$LOG" 2>&1 </dev/null &
+    local pid=$!
+    echo "$pid $(start_time "$pid")" >"$OWN_PIDFILE"
   fi
   wait_until_answering
   say "answering on $SOCKET"
 }
 
 stop() {
-  local pids
-  pids=$(daemon_pids)
-  if [[ -z $pids ]]; then
-    say "not running"
-    return 0
+  local pid
+  if ! pid=$(own_pid); then
+    rm -f "$OWN_PIDFILE"
+    local running
+    running=$(all_pids)
+    if [[ -z $running ]]; then
+      say "not running"
+      return 0
+    fi
+    say "libvirtd (pid $running) was not started by this script: left alone, it may run guests." >&2
+    say "Stop it the way it was started (systemctl stop libvirtd, or its owner), if at all." >&2
+    return 1
   fi
-  say "stopping (pid $(echo "$pids" | tr '\n' ' ' | sed 's/ $//'))"
-  # shellcheck disable=SC2086 # one pid per word
-  kill -TERM $pids 2>/dev/null || true
+  say "stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + WAIT_SECONDS / 4))
-  while is_running; do
+  while own_pid >/dev/null; do
     if ((SECONDS >= deadline)); then
       say "still running after SIGTERM, sending SIGKILL"
-      # shellcheck disable=SC2086
-      kill -KILL $pids 2>/dev/null || true
+      kill -KILL "$pid" 2>/dev/null || true
       deadline=$((SECONDS + WAIT_SECONDS))
-      while is_running; do
+      while own_pid >/dev/null; do
         if ((SECONDS >= deadline)); then
           say "did not exit after SIGKILL"
           return 1
@@ -95,16 +128,19 @@ stop() {
     fi
     sleep 0.1
   done
+  rm -f "$OWN_PIDFILE"
   say "stopped"
 }
 
 status() {
-  if is_running; then
+  local running
+  running=$(all_pids)
+  if [[ -n $running ]]; then
     if answers; then
-      say "running (pid $(daemon_pids | tr '\n' ' ' | sed 's/ $//')), answering on $SOCKET"
+      say "running (pid $running), answering on $SOCKET"
       return 0
     fi
-    say "running (pid $(daemon_pids | tr '\n' ' ' | sed 's/ $//')), not answering on $SOCKET"
+    say "running (pid $running), not answering on $SOCKET"
     return 1
   fi
   say "not running"
@@ -120,7 +156,7 @@ case "${1:-}" in
     ;;
   status) status ;;
   *)
-    echo "usage: $0 start|stop|restart|status" >&2
+    echo "usage: $0 start|status|stop|restart" >&2
     exit 2
     ;;
 esac

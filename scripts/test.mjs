@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath, URL } from 'node:url';
 import { setTimeout, clearTimeout } from 'node:timers';
+import { daemonsGone, machineLibvirtdIdentity } from './machine-libvirtd.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -34,9 +35,9 @@ if (files.length === 0) {
 const socket = process.env.HVSYNC_TEST_SOCKET ?? '/var/run/libvirt/libvirt-sock';
 const required = process.env.HVSYNC_REQUIRE_LIBVIRT === '1';
 
-// A socket file outlives a killed libvirtd, so ask whether anything accepts on it. Probed before
-// the run: suites stop and start libvirtd while they run. test/support/libvirt.ts makes the
-// per-suite decision (it also waits for an RPC answer); this is only for the closing note.
+// A socket file outlives a killed libvirtd, so ask whether anything accepts on it.
+// test/support/libvirt.ts makes the per-suite decision (it also waits for an RPC answer); this is
+// only for the closing note.
 function socketAccepts(path) {
   return new Promise((resolve) => {
     const probe = connect(path);
@@ -51,6 +52,8 @@ function socketAccepts(path) {
   });
 }
 const reachable = await socketAccepts(socket);
+// Tests may stop and restart only daemons of their own; the machine's may serve someone's guests.
+const machineDaemonsBefore = machineLibvirtdIdentity();
 
 // Only for the closing note too: test/support/postgres.ts decides per test file.
 const pgServer = new URL(
@@ -95,5 +98,15 @@ if (!pgReachable && !pgRequired) {
       '      Start PostgreSQL 15 there (trust auth for user postgres) or name another server in\n' +
       '      HVSYNC_TEST_PG; HVSYNC_REQUIRE_POSTGRES=1 makes its absence a failure.',
   );
+}
+const machineDaemonsAfter = machineLibvirtdIdentity();
+if (daemonsGone(machineDaemonsBefore, machineDaemonsAfter).length > 0) {
+  console.error(
+    "\nFAIL: the machine's libvirt daemon was stopped or restarted during the tests.\n" +
+      `      before: ${machineDaemonsBefore.join('; ') || 'none running'}\n` +
+      `      after:  ${machineDaemonsAfter.join('; ') || 'none running'}\n` +
+      '      Suites that take libvirtd away must use test/support/private-libvirtd.ts.',
+  );
+  process.exit(1);
 }
 process.exit(result.status ?? 1);

@@ -1,8 +1,7 @@
 // The libvirt client against a real libvirtd: the test driver for every call and the events each
-// action causes, a real QEMU guest that powers itself off, and libvirtd dying under us.
-import { after, afterEach, beforeEach, test } from 'node:test';
+// action causes, a real QEMU guest that powers itself off, and a private libvirtd dying under us.
+import { afterEach, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import {
   DomainEventId,
   ErrorCode,
@@ -13,19 +12,11 @@ import {
   type LifecycleEventMessage,
 } from '../../src/libvirt/index.ts';
 import { createIdleGuest, createSelfStoppingGuest } from '../support/guest.ts';
-import { describeLibvirt, startLibvirtd, uniqueName, virsh } from '../support/libvirt.ts';
+import { describeLibvirt, uniqueName, virsh } from '../support/libvirt.ts';
+import { describePrivateLibvirtd } from '../support/private-libvirtd.ts';
 
 const TEST_URI = 'test+unix:///default';
 const QEMU_URI = 'qemu+unix:///system';
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function testDomainXml(name: string): string {
   return `<domain type='test'><name>${name}</name><memory>8192</memory><os><type>hvm</type></os></domain>`;
@@ -237,19 +228,18 @@ describeLibvirt('libvirt client with a real QEMU guest', () => {
   });
 });
 
-describeLibvirt('libvirt client when libvirtd dies', () => {
-  after(() => startLibvirtd());
-
+// A private daemon: the machine's may serve other people's guests.
+describePrivateLibvirtd('libvirt client when libvirtd dies', (daemon) => {
   test('pending calls are rejected and the close reported; a new connection works once it is back', async () => {
-    const client = await LibvirtClient.connect({ uri: TEST_URI, callTimeoutMs: 0 });
+    const uri = daemon.uri('test');
+    const client = await LibvirtClient.connect({ uri, callTimeoutMs: 0 });
     const closed = new Promise<string>((resolve) => client.onClose((reason) => resolve(reason)));
-    const pid = Number(readFileSync('/var/run/libvirtd.pid', 'utf8'));
     // Frozen first, so the calls are certainly pending when the daemon dies.
-    process.kill(pid, 'SIGSTOP');
+    daemon.signal('SIGSTOP');
     const pending = [client.getHostname(), client.listAllDomains(), client.getAllDomainStates()];
     await new Promise((r) => setTimeout(r, 100));
-    process.kill(pid, 'SIGKILL');
-    process.kill(pid, 'SIGCONT');
+    // Sent without waiting: the pending calls' rejections are awaited right below.
+    daemon.signal('SIGKILL');
     // Dying with our calls unread in its socket buffer, the daemon resets the connection
     // (ECONNRESET) rather than closing it cleanly: either way the client must say it is closed.
     assert.match(await closed, /^(eof|error)$/);
@@ -264,9 +254,9 @@ describeLibvirt('libvirt client when libvirtd dies', () => {
       (e: unknown) => e instanceof LibvirtClientError && e.code === 'closed',
     );
 
-    for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
-    await startLibvirtd();
-    const again = await LibvirtClient.connect({ uri: TEST_URI });
+    await daemon.kill();
+    await daemon.start();
+    const again = await LibvirtClient.connect({ uri });
     assert.equal(await again.getUri(), 'test:///default');
     await again.close();
   });

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { QEMU_URI, virsh } from './libvirt.ts';
+import { giveToDaemon, type DaemonUser } from './private-libvirtd.ts';
 
 export const BOOT_SECTOR_SIZE = 512;
 export const DEFAULT_POWEROFF_DELAY_MS = 1500;
@@ -94,6 +95,8 @@ export interface GuestOptions {
   name: string;
   /** The libvirt URI cleanup() removes the domain from, if a test left it defined. */
   uri?: string;
+  /** For a private session daemon: its QEMU runs as this user and must open the disk. */
+  owner?: DaemonUser;
 }
 
 export interface SelfStoppingGuestOptions extends GuestOptions {
@@ -160,6 +163,7 @@ async function createGuest(options: GuestOptions, sector: Buffer): Promise<Guest
   const xml = guestDomainXml(options.name, uuid, diskPath);
   const xmlPath = join(dir, 'domain.xml');
   await writeFile(xmlPath, xml);
+  if (options.owner) giveToDaemon([dir, diskPath, xmlPath], options.owner);
   const uri = options.uri ?? QEMU_URI;
   return {
     name: options.name,

@@ -1,11 +1,11 @@
-// The one place libvirt suites learn whether a real libvirtd is reachable, and the tools they
-// use to act on it behind hvsync's back (virsh) or to take it away (stop/start/restart).
+// The one place libvirt suites learn whether the machine's libvirtd is reachable, and the tools
+// they use to act on it behind hvsync's back (virsh). Nothing here stops or restarts it: suites
+// that take libvirtd away run their own (private-libvirtd.ts).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 
 export const DEFAULT_LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock';
@@ -16,13 +16,12 @@ export const LIBVIRT_REQUIRED = process.env.HVSYNC_REQUIRE_LIBVIRT === '1';
 export const TEST_DRIVER_URI = 'test:///default';
 export const QEMU_URI = 'qemu:///system';
 
-const LIBVIRTD_SCRIPT = fileURLToPath(new URL('../../scripts/libvirtd.sh', import.meta.url));
 const PROVISION_HINT =
   'run scripts/provision-libvirt.sh as root (Debian 12) to install and start it, ' +
   'or scripts/libvirtd.sh start if it is installed';
 
 export class LibvirtSupportError extends Error {
-  readonly code: 'VIRSH_FAILED' | 'LIBVIRTD_SCRIPT_FAILED';
+  readonly code: 'VIRSH_FAILED';
   readonly stderr: string;
   constructor(code: LibvirtSupportError['code'], message: string, stderr: string) {
     super(message);
@@ -173,7 +172,7 @@ export async function holdDriverConnection(
 
 // Decided once, when the module loads, so describeLibvirt can register its suite
 // synchronously: node:test attaches tests registered after an await in a describe body to the
-// wrong suite. In CI (required) a daemon restarting under another suite gets a grace period
+// wrong suite. In CI (required) a daemon still coming up after provisioning gets a grace period
 // rather than failing the file; elsewhere one probe decides, so a stale socket costs nothing.
 const RESTART_GRACE_MS = 10_000;
 async function libvirtReachableAtStart(): Promise<boolean> {
@@ -233,21 +232,24 @@ function run(file: string, args: string[], timeoutMs: number): Promise<ExecResul
 /**
  * The same daemon and driver as hvsync's connection, for virsh. A URI without a transport
  * (test:///default) would make virsh open a private test driver inside its own process, which
- * hvsync's connection never sees; so route it through the daemon's socket.
+ * hvsync's connection never sees; so route it through the daemon's socket. A URI that names its
+ * socket (a private daemon's) keeps it.
  */
 export function viaDaemonSocket(uri: string): string {
   const url = new URL(uri);
   const [driver] = url.protocol.slice(0, -1).split('+');
   url.protocol = `${driver}+unix:`;
-  if (LIBVIRT_SOCKET !== DEFAULT_LIBVIRT_SOCKET) url.searchParams.set('socket', LIBVIRT_SOCKET);
+  if (LIBVIRT_SOCKET !== DEFAULT_LIBVIRT_SOCKET && !url.searchParams.has('socket')) {
+    url.searchParams.set('socket', LIBVIRT_SOCKET);
+  }
   return url.toString();
 }
 
 export interface VirshOptions {
   timeoutMs?: number;
   /**
-   * How long to keep retrying while virsh cannot connect at all (libvirtd restarting under
-   * another test). Only connection failures are retried: the command never ran, so a retry
+   * How long to keep retrying while virsh cannot connect at all (a test's private libvirtd
+   * restarting). Only connection failures are retried: the command never ran, so a retry
    * cannot apply it twice. 0 turns retries off.
    */
   connectRetryMs?: number;
@@ -277,31 +279,6 @@ export async function virsh(
       stderr,
     );
   }
-}
-
-async function libvirtdScript(command: 'start' | 'stop' | 'restart'): Promise<string> {
-  const { stdout, stderr, failure } = await run('bash', [LIBVIRTD_SCRIPT, command], 120_000);
-  if (failure) {
-    throw new LibvirtSupportError(
-      'LIBVIRTD_SCRIPT_FAILED',
-      `scripts/libvirtd.sh ${command} failed: ${(stderr || stdout).trim() || failure.message}`,
-      stderr,
-    );
-  }
-  return stdout;
-}
-
-// Other suites share the daemon: keep it down only as long as a test needs to.
-/** Stops libvirtd (SIGTERM, SIGKILL after a bounded wait); resolves once it is gone. */
-export function stopLibvirtd(): Promise<string> {
-  return libvirtdScript('stop');
-}
-/** Starts libvirtd if needed; resolves once its socket answers. */
-export function startLibvirtd(): Promise<string> {
-  return libvirtdScript('start');
-}
-export function restartLibvirtd(): Promise<string> {
-  return libvirtdScript('restart');
 }
 
 const runId = Date.now().toString(36);

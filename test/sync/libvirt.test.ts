@@ -1,5 +1,6 @@
 // The engine end to end on a real libvirtd: test-driver domains changed behind its back with
-// virsh, a real QEMU guest that powers itself off, and libvirtd dying while a guest shuts down.
+// virsh, a real QEMU guest that powers itself off, and (on a private libvirtd of the test's own)
+// libvirtd dying while a guest shuts down and events arriving again after a restart.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,13 +10,8 @@ import { openSqliteStore, type InstanceRecord, type Store } from '../../src/stor
 import { SyncEngine } from '../../src/sync/index.ts';
 import { LibvirtDriver } from '../../src/virt/index.ts';
 import { createSelfStoppingGuest } from '../support/guest.ts';
-import {
-  describeLibvirt,
-  startLibvirtd,
-  stopLibvirtd,
-  uniqueName,
-  virsh,
-} from '../support/libvirt.ts';
+import { describeLibvirt, uniqueName, virsh } from '../support/libvirt.ts';
+import { describePrivateLibvirtd } from '../support/private-libvirtd.ts';
 
 interface Running {
   readonly engine: SyncEngine;
@@ -59,6 +55,15 @@ async function until(
     await new Promise((r) => setTimeout(r, 25));
   }
   assert.fail(`${name} never reached the expected state; last seen ${JSON.stringify(last)}`);
+}
+
+/** Polls (bounded) until `done` holds. */
+async function waitFor(done: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() >= deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 describeLibvirt('sync engine on the libvirt test driver', () => {
@@ -152,24 +157,31 @@ describeLibvirt('sync engine with a real QEMU guest', () => {
       await guest.cleanup();
     }
   });
+});
 
+// A private libvirtd: these tests take the daemon away, and the machine's may serve other
+// people's guests.
+describePrivateLibvirtd('sync engine when libvirtd goes away', (daemon) => {
   test('libvirtd dies while a guest shuts itself down: after the reconnect the store is right, by reconcile', async () => {
+    const uri = daemon.uri('qemu');
     // The first reconnect attempt is late on purpose: libvirtd must have settled the guest's
     // fate before hvsync can ask, so that only a reconcile can have found the change.
-    const running = await runEngine('qemu+unix:///system', 12_000);
+    const running = await runEngine(uri, 12_000);
     const guest = await createSelfStoppingGuest({
       name: uniqueName('hvsync-e2e-kill'),
       delayMs: 3000,
+      uri,
+      owner: daemon.user,
     });
     try {
-      await virsh(['define', guest.xmlPath], 'qemu:///system');
-      await virsh(['start', guest.name], 'qemu:///system');
+      await virsh(['define', guest.xmlPath], uri);
+      await virsh(['start', guest.name], uri);
       const up = await until(running.store, guest.name, (r) => r.powerState === 'running');
-      await stopLibvirtd();
-      assert.equal(running.driver.connected, false);
+      await daemon.stop();
+      await waitFor(() => !running.driver.connected, 'the driver to notice the daemon is gone');
       // The guest powers off while nobody listens; QEMU waits for libvirtd to reap it.
       await new Promise((r) => setTimeout(r, 4000));
-      await startLibvirtd();
+      await daemon.start();
       const after = await until(
         running.store,
         guest.name,
@@ -183,9 +195,35 @@ describeLibvirt('sync engine with a real QEMU guest', () => {
       assert.equal(last?.to, 'shutoff');
       assert.ok(running.engine.stats.driftFound >= 1);
     } finally {
-      await startLibvirtd();
+      await daemon.start();
       await running.close();
       await guest.cleanup();
+    }
+  });
+
+  test('after libvirtd restarts, events arrive again: a change made after the reconnect is recorded by its event', async () => {
+    const uri = daemon.uri('test');
+    const running = await runEngine(uri);
+    const dir = mkdtempSync(join(tmpdir(), 'hvsync-xml-'));
+    try {
+      await daemon.restart();
+      await waitFor(() => running.driver.connected, 'the driver to reconnect');
+      const name = uniqueName('hvsync-e2e-after-restart');
+      const xml = join(dir, `${name}.xml`);
+      writeFileSync(
+        xml,
+        `<domain type='test'><name>${name}</name><memory>8192</memory><os><type>hvm</type></os></domain>`,
+      );
+      await virsh(['define', xml], uri);
+      await until(running.store, name, (r) => r.powerState === 'shutoff');
+      await virsh(['start', name], uri);
+      const started = await until(running.store, name, (r) => r.powerState === 'running');
+      const [last] = await running.store.history(started.uuid);
+      assert.equal(last?.cause, 'event');
+      assert.equal(last?.to, 'running');
+    } finally {
+      await running.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
