@@ -1,8 +1,9 @@
 // `hvsync all-in-one`: what `npm start` runs. One host synced into an embedded store, served.
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import { pino, type Logger } from 'pino';
-import { startService, type HypervisorChoice } from '../server/service.ts';
+import type { Logger } from 'pino';
+// Types only: the service's stack loads inside the action, so other commands start fast.
+import type { HypervisorChoice } from '../server/service.ts';
 import type { Policy } from '../store/index.ts';
 
 const DEFAULT_SIM_INSTANCES = 20;
@@ -39,7 +40,8 @@ function nonNegative(name: string, text: string): number {
   return value;
 }
 
-export function createLogger(level: string): Logger {
+export async function createLogger(level: string): Promise<Logger> {
+  const { pino } = await import('pino');
   // People at a terminal get readable lines; everything else gets JSON, one object a line.
   return process.stdout.isTTY
     ? pino({
@@ -149,8 +151,9 @@ export function registerAllInOne(program: Command): void {
         policy: options.policy as Policy,
         reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
         token: readToken(options),
-        logger: createLogger(options.logLevel),
+        logger: await createLogger(options.logLevel),
       };
+      const { startService } = await import('../server/service.ts');
       const service = await startService(config);
       await new Promise<void>((resolve) => {
         const shutdown = (signal: string) => {
