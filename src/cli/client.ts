@@ -56,6 +56,8 @@ export interface InstanceQuery {
   readonly powerState?: RecordedPowerState;
   readonly limit?: number;
   readonly after?: string;
+  /** Deleted instances are left out unless this is true. */
+  readonly includeDeleted?: boolean;
 }
 
 export type WatchMessage =
@@ -74,6 +76,14 @@ export class HvsyncClient {
   private readonly token: string | undefined;
 
   constructor(options: ClientOptions) {
+    // `127.0.0.1:8080` either fails to parse or parses as scheme `127.0.0.1:`; `host:8080` as
+    // scheme `host:`. Either way the scheme is what is missing.
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(options.server)) {
+      throw new ClientError(
+        'invalid-server',
+        `invalid server URL '${options.server}': it needs a scheme, e.g. http://${options.server}`,
+      );
+    }
     let url: URL;
     try {
       url = new URL(options.server);

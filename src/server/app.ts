@@ -351,7 +351,7 @@ function apiError(error: ApiErrorCode, message: string): ApiError {
 }
 
 function unknownInstance(uuid: string): ApiError {
-  return apiError('not-found', `instance ${uuid} not found`);
+  return apiError('not-found', `no instance ${uuid}`);
 }
 
 /** Maps whatever a handler or Fastify threw to one status and the one error shape. */
