@@ -1,7 +1,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -434,6 +434,7 @@ describe('hvsync against an unreachable or guarded server', () => {
       for (const run of [both, bothEnv, empty, absent]) assert.equal(run.stdout, '');
     } finally {
       await h.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -1,8 +1,8 @@
 // The CLI as people start it: the built JavaScript through bin/, `npm start`, and signals.
-import { test, describe, before } from 'node:test';
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,16 @@ import { waitFor } from '../server/harness.ts';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const run = promisify(execFile);
 const UNKNOWN = '00000000-0000-4000-8000-00000000beef';
+
+const scratch: string[] = [];
+function scratchDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
+after(() => {
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
+});
 
 /** bin/hvsync.js runs dist/: build it from the sources under test. */
 before(async () => {
@@ -26,7 +36,7 @@ interface Served {
 
 /** Starts the all-in-one on a simulated host and an unused port; resolves once it serves. */
 async function serve(command: string, args: string[]): Promise<Served> {
-  const db = join(mkdtempSync(join(tmpdir(), 'hvsync-start-')), 'hvsync.db');
+  const db = join(scratchDir('hvsync-start-'), 'hvsync.db');
   const child = spawn(
     command,
     [...args, '--sim', '3', '--listen', '127.0.0.1:0', '--db', db, '--log-level', 'info'],
@@ -153,7 +163,7 @@ describe('the installed command', () => {
   test('a client command loads neither the server, the store nor the metrics', async () => {
     const served = await serve(process.execPath, ['bin/hvsync.js', 'all-in-one']);
     try {
-      const trace = join(mkdtempSync(join(tmpdir(), 'hvsync-trace-')), 'imports');
+      const trace = join(scratchDir('hvsync-trace-'), 'imports');
       const { stdout } = await run(
         process.execPath,
         [
@@ -175,12 +185,12 @@ describe('the installed command', () => {
       }
       assert.doesNotMatch(loaded, /\/dist\/(server|store|sync|virt|libvirt)\//);
     } finally {
-      served.child.kill('SIGTERM');
+      await assertStopsOnSigterm(served);
     }
   });
 
   test('without a build it says what to run', async () => {
-    const bin = join(mkdtempSync(join(tmpdir(), 'hvsync-nobuild-')), 'bin');
+    const bin = join(scratchDir('hvsync-nobuild-'), 'bin');
     mkdirSync(bin);
     copyFileSync(join(root, 'bin/hvsync.js'), join(bin, 'hvsync.js'));
     const failed = await run(process.execPath, [join(bin, 'hvsync.js'), '--version']).then(
