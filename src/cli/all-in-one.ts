@@ -1,9 +1,10 @@
 // `hvsync all-in-one`: what `npm start` runs. One host synced into an embedded store, served.
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { DEFAULT_URI } from '../libvirt/index.ts';
-import { startService, type HypervisorChoice } from '../server/service.ts';
+// Types only: the service's stack loads inside the action, so other commands start fast.
+import type { HypervisorChoice } from '../server/service.ts';
 import type { Policy } from '../store/index.ts';
 
 const DEFAULT_SIM_INSTANCES = 20;
@@ -44,7 +45,8 @@ function nonNegative(name: string, text: string): number {
   return value;
 }
 
-export function createLogger(level: string): Logger {
+export async function createLogger(level: string): Promise<Logger> {
+  const { pino } = await import('pino');
   // People at a terminal get readable lines; everything else gets JSON, one object a line.
   return process.stdout.isTTY
     ? pino({
@@ -206,7 +208,7 @@ export function registerAllInOne(program: Command): void {
         );
       }
       const hypervisor = hypervisorChoice(options);
-      const logger = createLogger(options.logLevel);
+      const logger = await createLogger(options.logLevel);
       const config = {
         hypervisor,
         db: databasePath(options, hypervisor),
@@ -229,6 +231,7 @@ export function registerAllInOne(program: Command): void {
       const onSigterm = (): void => onSignal('SIGTERM');
       process.once('SIGINT', onSigint);
       process.once('SIGTERM', onSigterm);
+      const { startService } = await import('../server/service.ts');
       let service: Awaited<ReturnType<typeof startService>>;
       try {
         service = await startService({ ...config, signal: startup.signal });

@@ -7,10 +7,10 @@ import type { RecordedPowerState, VmState } from '../store/index.ts';
 import { ClientError, DEFAULT_SERVER, HvsyncClient } from './client.ts';
 import type { WatchSubscription } from './client.ts';
 import { historyTable, hostsTable, instanceDetails, instancesTable, watchLine } from './format.ts';
+import { clientToken, type TokenOptions } from './token.ts';
 
-interface CommonOptions {
+interface CommonOptions extends TokenOptions {
   readonly server?: string;
-  readonly token?: string;
   readonly json?: boolean;
 }
 
@@ -32,7 +32,8 @@ export function registerClientCommands(program: Command): void {
   const instances = program.command('instances').description('the instances hvsync keeps');
 
   common(instances.command('list'))
-    .description('list instances (all of them, unless --limit)')
+    .description('list instances (all but deleted ones, unless --all or --limit)')
+    .option('--all', 'deleted instances too')
     .option('--host <name>', 'only instances on this host')
     .option('--vm-state <state>', 'only instances in this vmState (active, stopped, paused...)')
     .option('--power-state <state>', 'only this power state (running, shutoff, missing...)')
@@ -116,19 +117,21 @@ interface ListOptions {
   readonly powerState?: string;
   readonly limit?: number;
   readonly after?: string;
+  readonly all?: boolean;
 }
 
 function common(command: Command): Command {
   return command
     .option('--server <url>', `hvsync API URL (default $HVSYNC_SERVER, else ${DEFAULT_SERVER})`)
     .option('--token <token>', 'bearer token (default $HVSYNC_TOKEN)')
+    .option('--token-file <path>', 'read the bearer token from a file (default $HVSYNC_TOKEN_FILE)')
     .option('--json', 'print JSON for scripts instead of tables');
 }
 
 function clientFor(options: CommonOptions): HvsyncClient {
   return new HvsyncClient({
     server: options.server ?? (process.env.HVSYNC_SERVER || DEFAULT_SERVER),
-    token: options.token ?? (process.env.HVSYNC_TOKEN || undefined),
+    token: clientToken(options),
   });
 }
 
@@ -141,7 +144,8 @@ function run<A extends unknown[]>(
       await body(...args);
     } catch (error) {
       if (error instanceof ClientError && error.status === 401) {
-        throw new ClientError('http', `${error.message}: pass --token or set HVSYNC_TOKEN`, {
+        const hint = 'pass --token or --token-file, or set HVSYNC_TOKEN or HVSYNC_TOKEN_FILE';
+        throw new ClientError('http', `${error.message}: ${hint}`, {
           status: 401,
           apiError: error.apiError,
         });
@@ -165,6 +169,7 @@ async function listAll(
       powerState: options.powerState as RecordedPowerState | undefined,
       limit: Math.min(1000, wanted),
       after,
+      includeDeleted: options.all === true ? true : undefined,
     });
     instances.push(...page.instances);
     if (page.next === null) return { instances, next: null };

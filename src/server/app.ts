@@ -388,7 +388,7 @@ function sendError(reply: FastifyReply, code: ApiErrorCode, message: string): Fa
 }
 
 function unknownInstance(uuid: string): ApiError {
-  return apiError('not-found', `instance ${uuid} not found`);
+  return apiError('not-found', `no instance ${uuid}`);
 }
 
 function messageOf(error: unknown): string {

@@ -1,6 +1,9 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { create, patch, startServer, uuidOf, waitFor } from '../server/harness.ts';
 import type { Harness } from '../server/harness.ts';
@@ -21,7 +24,13 @@ function hvsync(args: string[], env: Record<string, string> = {}): Promise<Run> 
       ['--import', 'tsx', 'src/cli/main.ts', ...args],
       {
         cwd: root,
-        env: { ...process.env, HVSYNC_SERVER: '', HVSYNC_TOKEN: '', ...env },
+        env: {
+          ...process.env,
+          HVSYNC_SERVER: '',
+          HVSYNC_TOKEN: '',
+          HVSYNC_TOKEN_FILE: '',
+          ...env,
+        },
         timeout: 60_000,
       },
       (error, stdout, stderr) => {
@@ -163,7 +172,7 @@ describe('hvsync instances / hosts', () => {
       hvsync(['instances', 'list', '--vm-state', 'sleepy', ...server]),
     ]);
     assert.equal(unknown.code, 1);
-    assert.equal(unknown.stderr, `hvsync: instance ${uuidOf(42)} not found\n`);
+    assert.equal(unknown.stderr, `hvsync: no instance ${uuidOf(42)}\n`);
     assert.equal(malformed.code, 1);
     assert.match(malformed.stderr, /^hvsync: path parameter 'uuid' must be a UUID/);
     assert.equal(badState.code, 1);
@@ -245,12 +254,45 @@ describe('hvsync actions', () => {
     assert.equal(nonsense.code, 1);
     assert.equal(nonsense.stderr, 'hvsync: cannot resume an instance that is active\n');
     assert.equal(unknown.code, 1);
-    assert.equal(unknown.stderr, `hvsync: instance ${uuidOf(99)} not found\n`);
+    assert.equal(unknown.stderr, `hvsync: no instance ${uuidOf(99)}\n`);
     h.actions.connected = false;
     const down = await hvsync(['stop', uuidOf(1), ...server]);
     h.actions.connected = true;
     assert.equal(down.code, 1);
     assert.equal(down.stderr, 'hvsync: hypervisor is disconnected\n');
+  });
+});
+
+describe('hvsync instances list and deleted instances', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startServer();
+    await create(h.store, uuidOf(1), { name: 'kept' });
+    await create(h.store, uuidOf(2), {
+      name: 'gone',
+      vmState: 'deleted',
+      powerState: 'missing',
+      powerReason: '',
+    });
+  });
+  after(() => h.close());
+
+  // Hiding deleted instances by default and `includeDeleted=true` are the API's; --all asks for it.
+  test('hidden by default, shown with --all', async () => {
+    const [plain, all, people] = await Promise.all([
+      hvsync(['instances', 'list', '--json', '--server', h.url]),
+      hvsync(['instances', 'list', '--all', '--json', '--server', h.url]),
+      hvsync(['instances', 'list', '--all', '--server', h.url]),
+    ]);
+    const names = (run: Run) => {
+      assert.equal(run.code, 0, run.stderr);
+      return (JSON.parse(run.stdout) as { instances: { name: string }[] }).instances.map(
+        (i) => i.name,
+      );
+    };
+    assert.deepEqual(names(plain), ['kept']);
+    assert.deepEqual(names(all), ['kept', 'gone']);
+    assert.match(people.stdout, new RegExp(`^${uuidOf(2)}\\s+gone\\s+host-a\\s+deleted`, 'm'));
   });
 });
 
@@ -354,31 +396,74 @@ describe('hvsync against an unreachable or guarded server', () => {
     }
   });
 
-  test('a token from --token or HVSYNC_TOKEN; without it, a hint', async () => {
+  test('a token from --token, --token-file or the environment; without it, a hint', async () => {
     const h = await startServer({ token: 'cli-token' });
+    const dir = mkdtempSync(join(tmpdir(), 'hvsync-token-'));
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'cli-token\n');
+    writeFileSync(join(dir, 'empty'), ' \n');
     try {
       await create(h.store, uuidOf(1));
-      const [missing, flag, env] = await Promise.all([
+      const list = ['instances', 'list', '--json', '--server', h.url];
+      const [missing, flag, env, file, envFile, both, bothEnv, empty, absent] = await Promise.all([
         hvsync(['instances', 'list', '--server', h.url]),
-        hvsync(['instances', 'list', '--json', '--server', h.url, '--token', 'cli-token']),
+        hvsync([...list, '--token', 'cli-token']),
         hvsync(['instances', 'list', '--json'], {
           HVSYNC_SERVER: h.url,
           HVSYNC_TOKEN: 'cli-token',
         }),
+        hvsync([...list, '--token-file', tokenFile]),
+        hvsync(list, { HVSYNC_TOKEN_FILE: tokenFile }),
+        hvsync([...list, '--token', 'cli-token', '--token-file', tokenFile]),
+        hvsync(list, { HVSYNC_TOKEN: 'cli-token', HVSYNC_TOKEN_FILE: tokenFile }),
+        hvsync([...list, '--token-file', join(dir, 'empty')]),
+        hvsync([...list, '--token-file', join(dir, 'absent')]),
       ]);
       assert.equal(missing.code, 1);
-      assert.match(missing.stderr, /bearer token.*pass --token or set HVSYNC_TOKEN/);
-      assert.equal(flag.code, 0, flag.stderr);
-      assert.equal((JSON.parse(flag.stdout) as { instances: unknown[] }).instances.length, 1);
-      assert.equal(env.code, 0, env.stderr);
+      assert.match(missing.stderr, /bearer token.*pass --token or --token-file/);
+      for (const run of [flag, env, file, envFile]) {
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal((JSON.parse(run.stdout) as { instances: unknown[] }).instances.length, 1);
+      }
+      assert.equal(both.code, 1);
+      assert.equal(both.stderr, 'hvsync: give either --token or --token-file, not both\n');
+      assert.equal(bothEnv.code, 1);
+      assert.match(bothEnv.stderr, /HVSYNC_TOKEN and HVSYNC_TOKEN_FILE are both set/);
+      assert.equal(empty.stderr, `hvsync: token file ${join(dir, 'empty')} is empty\n`);
+      assert.match(absent.stderr, /^hvsync: cannot read token file .*absent: ENOENT/);
+      for (const run of [both, bothEnv, empty, absent]) assert.equal(run.stdout, '');
     } finally {
       await h.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
   test('a server URL that is not http is refused before any request', async () => {
-    const run = await hvsync(['instances', 'list', '--server', 'ftp://example']);
-    assert.equal(run.code, 1);
-    assert.match(run.stderr, /invalid server URL 'ftp:\/\/example'/);
+    const [ftp, bare, named] = await Promise.all([
+      hvsync(['instances', 'list', '--server', 'ftp://example']),
+      hvsync(['instances', 'list', '--server', '127.0.0.1:8080']),
+      hvsync(['hosts', '--server', 'localhost:8080']),
+    ]);
+    assert.equal(ftp.code, 1);
+    assert.match(ftp.stderr, /invalid server URL 'ftp:\/\/example'/);
+    assert.equal(bare.code, 1);
+    assert.equal(
+      bare.stderr,
+      "hvsync: invalid server URL '127.0.0.1:8080': it needs a scheme, e.g. http://127.0.0.1:8080\n",
+    );
+    assert.equal(named.code, 1);
+    assert.match(named.stderr, /it needs a scheme, e\.g\. http:\/\/localhost:8080\n$/);
+  });
+});
+
+describe('hvsync itself', () => {
+  test('--version prints the package version', async () => {
+    const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    const [long, short] = await Promise.all([hvsync(['--version']), hvsync(['-V'])]);
+    assert.equal(long.code, 0, long.stderr);
+    assert.equal(long.stdout, `${version}\n`);
+    assert.equal(short.stdout, long.stdout);
   });
 });

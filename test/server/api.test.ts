@@ -152,7 +152,7 @@ describe('instances', () => {
     assert.equal(unknown.status, 404);
     assert.deepEqual(unknown.body, {
       error: 'not-found',
-      message: `instance ${uuidOf(99)} not found`,
+      message: `no instance ${uuidOf(99)}`,
     });
   });
 

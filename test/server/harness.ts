@@ -112,7 +112,7 @@ export class FakeActions implements ActionPort {
     if (this.crash !== null) throw this.crash;
     if (!this.connected) throw new ActionRejected('unavailable', 'hypervisor is disconnected');
     const record = await this.store.getInstance(uuid);
-    if (record === null) throw new ActionRejected('not-found', `instance ${uuid} not found`);
+    if (record === null) throw new ActionRejected('not-found', `no instance ${uuid}`);
     if (record.taskState !== null) {
       throw new ActionRejected('task-in-flight', `instance ${uuid} is ${record.taskState}`);
     }
