@@ -1,6 +1,7 @@
 // One contender of the cost-at-rest benchmark, in a process of its own so that its CPU and
 // memory are its own: the all-in-one hvsync service, its engine alone, or a poller that asks
-// every instance for its state once per period (Proxmox every 10 s, CloudStack every 60 s).
+// every instance for its state once per period (Proxmox every 10 s, CloudStack every 60 s), or
+// an idle Node process under the same loader as the floor they all stand on.
 //
 //   node --import tsx bench/service/contender.ts '<ContenderConfig as JSON>'   (with IPC)
 import { performance } from 'node:perf_hooks';
@@ -137,6 +138,13 @@ async function startPoller(config: Extract<ContenderConfig, { kind: 'poller' }>)
   };
 }
 
+function startIdle(): { contender: Contender; instances: number } {
+  return {
+    instances: 0,
+    contender: { work: () => ({}), quiesce: async () => undefined, stop: async () => undefined },
+  };
+}
+
 function nextMessage(): Promise<ParentMessage> {
   return new Promise((resolve) => {
     const onMessage = (message: unknown): void => {
@@ -153,7 +161,11 @@ async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? '') as ContenderConfig;
   const began = performance.now();
   const { contender, instances } =
-    config.kind === 'poller' ? await startPoller(config) : await startHvsync(config);
+    config.kind === 'idle'
+      ? startIdle()
+      : config.kind === 'poller'
+        ? await startPoller(config)
+        : await startHvsync(config);
   send({ type: 'ready', instances, setupMs: performance.now() - began });
 
   await nextMessage();
