@@ -140,7 +140,8 @@ class Contender {
   }
 
   tell(type: 'measure' | 'finish'): void {
-    this.child.send({ type });
+    // A child that failed may be gone already: its own error message is the one worth showing.
+    if (this.child.connected) this.child.send({ type }, () => undefined);
   }
 
   async finish(): Promise<void> {
