@@ -1,6 +1,6 @@
 // The all-in-one service: one host's hypervisor driver and sync engine, an embedded SQLite
 // store, and the API in front of them, in one process.
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { LibvirtClient, DEFAULT_URI } from '../libvirt/index.ts';
 import { openSqliteStore, type Store } from '../store/index.ts';
@@ -10,6 +10,7 @@ import { LibvirtDriver, SimDriver, SimHypervisor, type HypervisorDriver } from '
 import { buildServer } from './app.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
 import { checkListen, listen, parseListen, type Listening } from './listen.ts';
+import { registerProcessMetrics } from './process-metrics.ts';
 import { ActionRejected, type ActionPort, type ReadinessPort } from './types.ts';
 
 export type HypervisorChoice =
@@ -95,9 +96,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   logger.info({ hypervisor: description }, `hypervisor: ${description}`);
   const store = await openSqliteStore(config.db);
   const registry = new Registry();
-  // The event-loop delay monitor's default 10 ms resolution alone costs more CPU at rest than the
-  // whole engine; 100 ms still shows a blocked loop.
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+  registerProcessMetrics(registry);
 
   let engine: SyncEngine | undefined;
   const metrics = registerEngineMetrics(
