@@ -1,16 +1,13 @@
 // One contender of the cost-at-rest benchmark, in a process of its own so that its CPU and
 // memory are its own: the all-in-one hvsync service, its engine alone, or a poller that asks
 // every instance for its state once per period (Proxmox every 10 s, CloudStack every 60 s), or
-// an idle Node process under the same loader as the floor they all stand on.
+// an idle Node process under the same loader as the floor they all stand on. Each loads only the
+// modules it runs, so the floor is a bare process and a poller does not carry hvsync's.
 //
 //   node --import tsx bench/service/contender.ts '<ContenderConfig as JSON>'   (with IPC)
 import { performance } from 'node:perf_hooks';
-import { pino } from 'pino';
-import { LibvirtClient, LibvirtError } from '../../src/libvirt/index.ts';
-import { startService } from '../../src/server/service.ts';
-import { openSqliteStore, type Store } from '../../src/store/index.ts';
-import { SyncEngine } from '../../src/sync/index.ts';
-import { LibvirtDriver } from '../../src/virt/index.ts';
+import type { Store } from '../../src/store/index.ts';
+import type { SyncEngine } from '../../src/sync/index.ts';
 import {
   isParentMessage,
   type ChildMessage,
@@ -44,6 +41,11 @@ async function countInstances(store: Store): Promise<number> {
 async function startHvsync(
   config: Extract<ContenderConfig, { kind: 'service' | 'engine' }>,
 ): Promise<{ contender: Contender; instances: number }> {
+  const { pino } = await import('pino');
+  const { startService } = await import('../../src/server/service.ts');
+  const { openSqliteStore } = await import('../../src/store/index.ts');
+  const { SyncEngine } = await import('../../src/sync/index.ts');
+  const { LibvirtDriver } = await import('../../src/virt/index.ts');
   let engine: SyncEngine;
   let store: Store;
   let stop: () => Promise<void>;
@@ -95,6 +97,7 @@ async function startPoller(config: Extract<ContenderConfig, { kind: 'poller' }>)
   contender: Contender;
   instances: number;
 }> {
+  const { LibvirtClient, LibvirtError } = await import('../../src/libvirt/index.ts');
   const client = await LibvirtClient.connect({ uri: config.uri });
   const known = new Map<string, number>();
   const counts = { polls: 0, calls: 0, changes: 0 };
