@@ -11,13 +11,16 @@
 // the engine powers the bench's out-of-band starts off again], BENCH_STORM_DOMAINS [10000],
 // BENCH_SETUP_INFLIGHT [64], BENCH_STORM_INFLIGHT [256], BENCH_RECONCILE_RUNS [3],
 // BENCH_REST_INSTANCES [1000], BENCH_REST_WINDOW_S [60], BENCH_REST_IDLE_S [10],
-// BENCH_REST_WARMUP_S [12], BENCH_RECONCILE_INTERVAL_S [60].
+// BENCH_REST_WARMUP_S [12], BENCH_RECONCILE_INTERVAL_S [60], BENCH_REST_CONTENDERS [all; a comma
+// list of libvirtd, node, service, engine, poll10, poll60], BENCH_REST_NODE_ARGS [none; extra node
+// arguments for each contender, e.g. '--cpu-prof --cpu-prof-dir=prof'].
+// `npm run bench:rest` runs the cost at rest alone.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { LibvirtClient } from '../src/libvirt/index.ts';
 import type { Policy } from '../src/store/index.ts';
 import { measureDetection, type DetectionGroup } from './service/latency.ts';
-import { measureRest, runningContenders } from './service/rest.ts';
+import { measureRest, REST_CONTENDERS, runningContenders } from './service/rest.ts';
 import { measureStormAndReconcile } from './service/storm.ts';
 import {
   envNumber,
@@ -30,12 +33,19 @@ import {
 } from './service/support.ts';
 
 const uri = process.env.BENCH_URI ?? 'test+unix:///default';
-const only = new Set(
-  (process.env.BENCH_ONLY ?? 'latency,storm,rest')
-    .split(',')
+function envList(name: string, fallback: string, allowed?: readonly string[]): Set<string> {
+  const parts = (process.env[name] ?? fallback)
+    .split(/[\s,]+/)
     .map((part) => part.trim())
-    .filter(Boolean),
-);
+    .filter(Boolean);
+  const unknown = allowed ? parts.filter((part) => !allowed.includes(part)) : [];
+  if (unknown.length > 0) {
+    throw new Error(`${name}: unknown ${unknown.join(', ')}; one of ${allowed!.join(', ')}`);
+  }
+  return new Set(parts);
+}
+
+const only = envList('BENCH_ONLY', 'latency,storm,rest', ['latency', 'storm', 'rest']);
 const settings = {
   uri,
   latencyDomains: envNumber('BENCH_LATENCY_DOMAINS', 200),
@@ -51,6 +61,8 @@ const settings = {
   restIdleS: envNumber('BENCH_REST_IDLE_S', 10),
   restWarmupS: envNumber('BENCH_REST_WARMUP_S', 12),
   reconcileIntervalS: envNumber('BENCH_RECONCILE_INTERVAL_S', 60),
+  restContenders: [...envList('BENCH_REST_CONTENDERS', '', REST_CONTENDERS)],
+  restNodeArgs: [...envList('BENCH_REST_NODE_ARGS', '')],
 };
 
 /** A cell: fixed digits, or a dash for what was not measured. */
@@ -276,6 +288,8 @@ try {
       reconcileIntervalMs: settings.reconcileIntervalS * 1000,
       warmupMs: settings.restWarmupS * 1000,
       inflight: settings.setupInflight,
+      contenders: new Set(settings.restContenders),
+      nodeArgs: settings.restNodeArgs,
     });
     progress('');
     results.rest = {

@@ -10,6 +10,11 @@ export type ContenderConfig =
       readonly windowMs: number;
     }
   | {
+      /** A Node process that does nothing: the floor every contender stands on. */
+      readonly kind: 'idle';
+      readonly windowMs: number;
+    }
+  | {
       readonly kind: 'poller';
       readonly uri: string;
       readonly periodMs: number;

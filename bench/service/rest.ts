@@ -37,7 +37,22 @@ export interface RestOptions {
    */
   readonly warmupMs: number;
   readonly inflight: number;
+  /** Which rows to measure (`RestContender`); all when empty. */
+  readonly contenders: ReadonlySet<string>;
+  /** Extra `node` arguments for each contender process, e.g. `--cpu-prof`. */
+  readonly nodeArgs: readonly string[];
 }
+
+/** The rows of the cost-at-rest table, by the name BENCH_REST_CONTENDERS selects them with. */
+export const REST_CONTENDERS = [
+  'libvirtd',
+  'node',
+  'service',
+  'engine',
+  'poll10',
+  'poll60',
+] as const;
+export type RestContender = (typeof REST_CONTENDERS)[number];
 
 export interface RestRow {
   readonly contender: string;
@@ -81,9 +96,9 @@ class Contender {
   private wake: (() => void) | null = null;
   private exited = false;
 
-  constructor(config: ContenderConfig) {
+  constructor(config: ContenderConfig, nodeArgs: readonly string[]) {
     this.child = fork(CONTENDER_SCRIPT, [JSON.stringify(config)], {
-      execArgv: ['--import', 'tsx'],
+      execArgv: ['--import', 'tsx', ...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     runningContenders.add(this.child);
@@ -125,7 +140,8 @@ class Contender {
   }
 
   tell(type: 'measure' | 'finish'): void {
-    this.child.send({ type });
+    // A child that failed may be gone already: its own error message is the one worth showing.
+    if (this.child.connected) this.child.send({ type }, () => undefined);
   }
 
   async finish(): Promise<void> {
@@ -146,10 +162,11 @@ async function measureContender(
   name: string,
   config: ContenderConfig,
   libvirtdPid: number | null,
-  warmupMs: number,
+  options: RestOptions,
 ): Promise<RestRow> {
+  const { warmupMs } = options;
   progress(`rest: ${name}: starting...`);
-  const contender = new Contender(config);
+  const contender = new Contender(config, options.nodeArgs);
   try {
     const ready = await contender.next('ready');
     progress(`rest: ${name}: ready; warming up for ${Math.round(warmupMs / 1000)} s...`);
@@ -225,53 +242,47 @@ export async function measureRest(options: RestOptions): Promise<RestResult> {
   const libvirtdPid = findLibvirtdPid();
   const { uri, windowMs } = options;
   const rows: RestRow[] = [];
+  const wanted = (name: RestContender): boolean =>
+    options.contenders.size === 0 || options.contenders.has(name);
+  const reconcileS = options.reconcileIntervalMs / 1000;
+  const contenders: [RestContender, string, ContenderConfig][] = [
+    ['node', 'idle node process (the floor)', { kind: 'idle', windowMs }],
+    [
+      'service',
+      `hvsync all-in-one: engine + API + metrics (reconcile every ${reconcileS} s)`,
+      {
+        kind: 'service',
+        uri,
+        db: join(dir, 'service.db'),
+        reconcileIntervalMs: options.reconcileIntervalMs,
+        windowMs,
+      },
+    ],
+    [
+      'engine',
+      `hvsync engine + SQLite only (reconcile every ${reconcileS} s)`,
+      {
+        kind: 'engine',
+        uri,
+        db: join(dir, 'engine.db'),
+        reconcileIntervalMs: options.reconcileIntervalMs,
+        windowMs,
+      },
+    ],
+    ['poll10', 'poller every 10 s (Proxmox)', { kind: 'poller', uri, periodMs: 10_000, windowMs }],
+    [
+      'poll60',
+      'poller every 60 s (CloudStack)',
+      { kind: 'poller', uri, periodMs: 60_000, windowMs },
+    ],
+  ];
   try {
-    if (options.idleWindowMs > 0) rows.push(await measureIdle(options.idleWindowMs, libvirtdPid));
-    const reconcileS = options.reconcileIntervalMs / 1000;
-    rows.push(
-      await measureContender(
-        `hvsync all-in-one: engine + API + metrics (reconcile every ${reconcileS} s)`,
-        {
-          kind: 'service',
-          uri,
-          db: join(dir, 'service.db'),
-          reconcileIntervalMs: options.reconcileIntervalMs,
-          windowMs,
-        },
-        libvirtdPid,
-        options.warmupMs,
-      ),
-    );
-    rows.push(
-      await measureContender(
-        `hvsync engine + SQLite only (reconcile every ${reconcileS} s)`,
-        {
-          kind: 'engine',
-          uri,
-          db: join(dir, 'engine.db'),
-          reconcileIntervalMs: options.reconcileIntervalMs,
-          windowMs,
-        },
-        libvirtdPid,
-        options.warmupMs,
-      ),
-    );
-    rows.push(
-      await measureContender(
-        'poller every 10 s (Proxmox)',
-        { kind: 'poller', uri, periodMs: 10_000, windowMs },
-        libvirtdPid,
-        options.warmupMs,
-      ),
-    );
-    rows.push(
-      await measureContender(
-        'poller every 60 s (CloudStack)',
-        { kind: 'poller', uri, periodMs: 60_000, windowMs },
-        libvirtdPid,
-        options.warmupMs,
-      ),
-    );
+    if (options.idleWindowMs > 0 && wanted('libvirtd')) {
+      rows.push(await measureIdle(options.idleWindowMs, libvirtdPid));
+    }
+    for (const [key, name, config] of contenders) {
+      if (wanted(key)) rows.push(await measureContender(name, config, libvirtdPid, options));
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
     await set.remove(options.inflight);

@@ -1,6 +1,6 @@
 // The all-in-one service: one host's hypervisor driver and sync engine, an embedded SQLite
 // store, and the API in front of them, in one process.
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
 import type { Policy } from '../store/index.ts';
@@ -11,6 +11,7 @@ import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hyp
 import { checkListen, listen, parseListen } from './listen.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
 import { ActionRejected, ServerError, type ActionPort, type ReadinessPort } from './types.ts';
+import { registerProcessMetrics } from './process-metrics.ts';
 
 export type { HypervisorChoice } from './hypervisor.ts';
 
@@ -99,9 +100,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   };
 
   const registry = new Registry();
-  // The event-loop delay monitor's default 10 ms resolution alone costs more CPU at rest than the
-  // whole engine; 100 ms still shows a blocked loop.
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+  registerProcessMetrics(registry);
   const metrics = registerEngineMetrics(
     registry,
     () => engine,

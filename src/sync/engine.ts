@@ -28,6 +28,7 @@ import type { Decision, Observation } from './decide.ts';
 import { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
 import type { RebootSign } from './reboot.ts';
 import { settleWindowFor } from './settle.ts';
+import { listingMatchesRecord } from './unchanged.ts';
 
 export type ActionName =
   'start' | 'stop' | 'force-stop' | 'reboot' | 'hard-reboot' | 'pause' | 'resume';
@@ -878,6 +879,7 @@ export class SyncEngine {
 
       let reconfirmed = 0;
       const listedUuids = new Set<string>();
+      const recordsByUuid = new Map(records.map((record) => [record.uuid, record]));
       const passes: Promise<PassOutcome>[] = [];
       for (const instance of listing) {
         listedUuids.add(instance.uuid);
@@ -886,6 +888,8 @@ export class SyncEngine {
           !this.slots.has(instance.uuid) &&
           !this.tasks.has(instance.uuid);
         if (!fresh) reconfirmed++;
+        const record = fresh ? recordsByUuid.get(instance.uuid) : undefined;
+        if (record && listingMatchesRecord(record, instance, this.host, this.policy)) continue;
         passes.push(
           this.enqueue(instance.uuid, {
             cause: 'reconcile',
@@ -896,6 +900,7 @@ export class SyncEngine {
           }),
         );
       }
+      const listedPasses = passes.length;
       for (const record of records) {
         // Deleted is final; probing it every period would only cost a lookup each time.
         if (listedUuids.has(record.uuid) || record.vmState === 'deleted') continue;
@@ -913,7 +918,7 @@ export class SyncEngine {
 
       const count = (test: (outcome: PassOutcome) => boolean): number =>
         outcomes.filter(test).length;
-      const probes = outcomes.slice(listing.length);
+      const probes = outcomes.slice(listedPasses);
       const durationMs = performance.now() - began;
       const report: ReconcileReport = {
         startedAt,
