@@ -1,12 +1,13 @@
 // Detection latency: how long after a change made behind hvsync's back (from a second
 // connection) the store holds the new power state, and the engine's own event → commit time.
+import type { Policy, RecordedPowerState } from '../../src/model/index.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Domain, LibvirtClient } from '../../src/libvirt/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
-import type { ChangeRecord, Policy, RecordedPowerState } from '../../src/store/index.ts';
+import type { ChangeRecord } from '../../src/store/index.ts';
 import { SyncEngine, type CommitInfo } from '../../src/sync/index.ts';
 import { LibvirtDriver } from '../../src/virt/index.ts';
 import { BenchDomains, progress, summarize, throttledProgress, type Summary } from './support.ts';

@@ -1,7 +1,7 @@
 // The HTTP client of API v1, for the CLI and for scripts: Node's fetch, typed answers, one error
 // class, and a small Server-Sent Events reader for the watch stream.
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type {
-  ActionName,
   ApiActionAccepted,
   ApiHost,
   ApiInstance,
@@ -10,7 +10,6 @@ import type {
   ApiWatchError,
   ApiWatchEvent,
 } from '../server/index.ts';
-import type { RecordedPowerState, VmState } from '../store/index.ts';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 

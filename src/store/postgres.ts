@@ -5,6 +5,7 @@
 // from it, so revisions are assigned in commit order across processes (see postgres-schema.ts),
 // and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
 // truth that they read.
+import type { RecordedPowerState, TransitionCause, VmState } from '../model/index.ts';
 import postgres from 'postgres';
 import {
   CHANGES_PAGE,
@@ -33,13 +34,10 @@ import type {
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  RecordedPowerState,
   Store,
   StoreOptions,
   StoreStats,
-  TransitionCause,
   TransitionRecord,
-  VmState,
   WriteResult,
 } from './types.ts';
 

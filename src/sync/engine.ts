@@ -1,6 +1,15 @@
 // One sync engine per host: turns the driver's events (and a periodic listing) into record
 // updates, one instance at a time per uuid and many uuids at once, always deciding on a state
 // confirmed with the hypervisor, never on the event alone (Nova bug 1468431).
+import type {
+  Policy,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  VmState,
+} from '../model/index.ts';
+import { ACTION_RULES, actionShows, checkAction, vmStateAfterTask } from '../model/index.ts';
+import type { ActionName } from '../model/index.ts';
 import { performance } from 'node:perf_hooks';
 import { DriverError } from '../virt/index.ts';
 import type {
@@ -8,39 +17,20 @@ import type {
   HypervisorDriver,
   LifecycleEvent,
   ObservedInstance,
-  PowerState,
   Transition,
 } from '../virt/index.ts';
 import type {
   InstanceRecord,
   InstanceWrite,
   NewTransition,
-  Policy,
-  RecordedPowerState,
   Store,
-  TaskState,
-  TransitionCause,
-  VmState,
   WriteResult,
 } from '../store/index.ts';
-import { adopt, decide, effectivePower } from './decide.ts';
+import { adopt, decide, effectivePower, eventFits } from './decide.ts';
 import type { Decision, Observation } from './decide.ts';
 import { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
 import type { RebootSign } from './reboot.ts';
 import { settleWindowFor } from './settle.ts';
-
-export type ActionName =
-  'start' | 'stop' | 'force-stop' | 'reboot' | 'hard-reboot' | 'pause' | 'resume';
-
-export const ACTIONS: readonly ActionName[] = [
-  'start',
-  'stop',
-  'force-stop',
-  'reboot',
-  'hard-reboot',
-  'pause',
-  'resume',
-];
 
 export type SyncErrorCode =
   | 'not-found'
@@ -157,47 +147,6 @@ export interface SyncStats {
   readonly actions: Readonly<Record<'ok' | 'failed' | 'timeout' | 'rejected', number>>;
   readonly tasksExpired: number;
 }
-
-const TASK_STATE: Record<ActionName, TaskState> = {
-  start: 'powering-on',
-  stop: 'powering-off',
-  'force-stop': 'powering-off',
-  reboot: 'rebooting',
-  'hard-reboot': 'rebooting',
-  pause: 'pausing',
-  resume: 'unpausing',
-};
-
-const INTENT: Record<ActionName, VmState> = {
-  start: 'active',
-  stop: 'stopped',
-  'force-stop': 'stopped',
-  reboot: 'active',
-  'hard-reboot': 'active',
-  pause: 'paused',
-  resume: 'active',
-};
-
-/** The power states in which an action's result shows. */
-const EXPECTED_POWER: Record<ActionName, readonly PowerState[]> = {
-  start: ['running'],
-  stop: ['shutoff', 'crashed'],
-  'force-stop': ['shutoff', 'crashed'],
-  reboot: ['running'],
-  'hard-reboot': ['running'],
-  pause: ['paused'],
-  resume: ['running'],
-};
-
-const ALLOWED_FROM: Record<ActionName, readonly VmState[]> = {
-  start: ['stopped'],
-  stop: ['active', 'paused', 'suspended', 'error'],
-  'force-stop': ['active', 'paused', 'suspended', 'error'],
-  reboot: ['active'],
-  'hard-reboot': ['active', 'paused', 'suspended', 'error'],
-  pause: ['active'],
-  resume: ['paused'],
-};
 
 const MAX_WRITE_ATTEMPTS = 5;
 const CONFIRM_RETRIES = 2;
@@ -690,20 +639,13 @@ export class SyncEngine {
     const { event } = work;
     // The event's own detail only when the confirmed state is the one it announced; otherwise
     // the event was stale and the engine's reason says more.
-    const eventFits =
-      event !== null &&
-      (observation.kind === 'present'
-        ? event.powerState === null ||
-          event.powerState === observation.powerState ||
-          event.powerState === effectivePower(observation, event).powerState
-        : observation.kind === 'gone' && event.transition === 'undefined');
     return {
       from: record.powerState,
       to: write.powerState,
       vmStateFrom: record.vmState,
       vmStateTo: write.vmState ?? record.vmState,
       cause: work.cause,
-      detail: eventFits ? event.detail : decision.reason,
+      detail: event && eventFits(event, observation) ? event.detail : decision.reason,
       outOfBand: decision.outOfBand,
       observedAt: event?.observedAt ?? this.now(),
     };
@@ -1011,15 +953,8 @@ export class SyncEngine {
     if (record.host !== this.host) {
       throw new SyncError('wrong-host', `instance ${uuid} is on ${record.host}, not ${this.host}`);
     }
-    if (record.taskState !== null) {
-      throw new SyncError('task-in-flight', `instance ${uuid} is ${record.taskState}`);
-    }
-    if (!ALLOWED_FROM[action].includes(record.vmState)) {
-      throw new SyncError(
-        'invalid-action',
-        `cannot ${action} an instance that is ${record.vmState}`,
-      );
-    }
+    const refusal = checkAction(record, action);
+    if (refusal) throw new SyncError(refusal.code, refusal.message);
   }
 
   /** Marks the task (with a policy's write, for enforcement) and runs it in the background. */
@@ -1031,7 +966,7 @@ export class SyncEngine {
     event: LifecycleEvent | null,
   ): Promise<Task | 'conflict'> {
     const startedAt = this.now();
-    const taskState = TASK_STATE[action];
+    const taskState = ACTION_RULES[action].taskState;
     const result = await this.write(
       {
         kind: 'update',
@@ -1091,8 +1026,7 @@ export class SyncEngine {
     let refused = false;
     let observation: Observation | null;
     const reached = (seen: Observation | null): boolean =>
-      seen?.kind === 'present' &&
-      EXPECTED_POWER[action].includes(effectivePower(seen, null).powerState);
+      seen?.kind === 'present' && actionShows(action, effectivePower(seen, null).powerState);
     try {
       await withTimeout(
         Promise.resolve().then(() => this.callDriver(uuid, action)),
@@ -1163,13 +1097,17 @@ export class SyncEngine {
       }
       let powerState: RecordedPowerState = record.powerState;
       let powerReason = record.powerReason;
-      let vmState: VmState = error === null ? INTENT[action] : record.vmState;
+      const vmState = vmStateAfterTask(
+        action,
+        error === null,
+        record.vmState,
+        observation?.kind === 'gone',
+      );
       if (observation?.kind === 'present') {
         ({ powerState, reason: powerReason } = effectivePower(observation, null));
       } else if (observation?.kind === 'gone') {
         powerState = 'nostate';
         powerReason = 'undefined';
-        vmState = 'deleted';
       }
       // A reboot ends where it began: without its own entry it would leave no trace.
       const rebooted = error === null && (action === 'reboot' || action === 'hard-reboot');

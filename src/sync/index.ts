@@ -1,4 +1,4 @@
-export { adopt, adoptedVmState, decide, effectivePower } from './decide.ts';
+export { adopt, adoptedVmState, decide, effectivePower, eventFits } from './decide.ts';
 export type {
   DecideInput,
   Decision,
@@ -6,9 +6,8 @@ export type {
   DecisionWrite,
   Observation,
 } from './decide.ts';
-export { ACTIONS, SyncEngine, SyncError } from './engine.ts';
+export { SyncEngine, SyncError } from './engine.ts';
 export type {
-  ActionName,
   CommitInfo,
   ReconcileReport,
   SyncEngineOptions,

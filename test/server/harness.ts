@@ -1,6 +1,7 @@
 // A real API server on 127.0.0.1 over a real SQLite file, with an ActionPort that plays the
 // engine's part on the store: it records the task, then finishes it a little later.
 
+import type { ActionName, TaskState, VmState } from '../../src/model/index.ts';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import { ActionRejected, buildServer, listen } from '../../src/server/index.ts';
-import type { ActionName, ActionPort, Readiness, ServerOptions } from '../../src/server/index.ts';
+import type { ActionPort, Readiness, ServerOptions } from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type {
   InstanceFields,
@@ -17,8 +18,6 @@ import type {
   NewTransition,
   SqliteStore,
   SqliteStoreOptions,
-  TaskState,
-  VmState,
 } from '../../src/store/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-server-test-'));

@@ -1,5 +1,6 @@
 // The settle-window table of docs/decisions.md, read from the document and checked against
 // settleWindowFor(), and the reboot rules that put reboots into the history.
+import type { Policy } from '../../src/model/index.ts';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -14,7 +15,6 @@ import {
   type RebootInput,
   type SettleCue,
 } from '../../src/sync/index.ts';
-import type { Policy } from '../../src/store/index.ts';
 import type { LifecycleEvent } from '../../src/virt/index.ts';
 
 const doc = readFileSync(
