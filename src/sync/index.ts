@@ -6,7 +6,8 @@ export type {
   DecisionWrite,
   Observation,
 } from './decide.ts';
-export { SyncEngine, SyncError } from './engine.ts';
+export { SyncEngine } from './engine.ts';
+export { SyncError } from './types.ts';
 export type {
   CommitInfo,
   ReconcileReport,
@@ -16,7 +17,7 @@ export type {
   SyncStats,
   Task,
   TaskOutcome,
-} from './engine.ts';
+} from './types.ts';
 export { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
 export type { RebootCause, RebootInput, RebootSign } from './reboot.ts';
 export { settleWindowFor } from './settle.ts';
