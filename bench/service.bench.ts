@@ -12,9 +12,9 @@
 // BENCH_SETUP_INFLIGHT [64], BENCH_STORM_INFLIGHT [256], BENCH_RECONCILE_RUNS [3],
 // BENCH_REST_INSTANCES [1000], BENCH_REST_WINDOW_S [60], BENCH_REST_IDLE_S [10],
 // BENCH_REST_WARMUP_S [12], BENCH_RECONCILE_INTERVAL_S [60].
-import type { Policy } from '../src/model/index.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import type { Policy } from '../src/model/index.ts';
 import { LibvirtClient } from '../src/libvirt/index.ts';
 import { measureDetection, type DetectionGroup } from './service/latency.ts';
 import { measureRest, runningContenders } from './service/rest.ts';

@@ -1,10 +1,10 @@
 // Detection latency: how long after a change made behind hvsync's back (from a second
 // connection) the store holds the new power state, and the engine's own event → commit time.
-import type { Policy, RecordedPowerState } from '../../src/model/index.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { Policy, RecordedPowerState } from '../../src/model/index.ts';
 import type { Domain, LibvirtClient } from '../../src/libvirt/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type { ChangeRecord } from '../../src/store/index.ts';

@@ -1,10 +1,10 @@
 // The storm (every domain changed at once, as fast as libvirtd emits) and the reconcile costs,
 // over one set of test-driver domains: setting up 10 000 is the slow part, so both use it.
-import type { RecordedPowerState } from '../../src/model/index.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { RecordedPowerState } from '../../src/model/index.ts';
 import type { LibvirtClient } from '../../src/libvirt/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type { ChangeRecord, Store } from '../../src/store/index.ts';

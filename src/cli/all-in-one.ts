@@ -1,8 +1,8 @@
 // `hvsync all-in-one`: what `npm start` runs. One host synced into an embedded store, served.
-import type { Policy } from '../model/index.ts';
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { pino, type Logger } from 'pino';
+import type { Policy } from '../model/index.ts';
 import { DEFAULT_URI } from '../libvirt/index.ts';
 import { startService, type HypervisorChoice } from '../server/service.ts';
 

@@ -1,8 +1,8 @@
 // The client commands: `hvsync instances ...`, the actions, `hvsync hosts` and `hvsync watch`,
 // all talking to a running hvsync over API v1.
-import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type { ApiInstance, ApiWatchError } from '../server/index.ts';
 import { ClientError, DEFAULT_SERVER, HvsyncClient } from './client.ts';
 import type { WatchSubscription } from './client.ts';

@@ -1,10 +1,10 @@
 // The control-plane HTTP API, v1. Reads come straight from the store; actions go through the
 // ActionPort (the engine, in the process wiring); readiness through the ReadinessPort.
-import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type { InstanceFilter, Store } from '../store/types.ts';
 import { bearerTokenCheck } from './auth.ts';
 import { discardRestOfUpload } from './drain.ts';

@@ -1,8 +1,8 @@
 // The all-in-one service: one host's hypervisor driver and sync engine, an embedded SQLite
 // store, and the API in front of them, in one process.
-import type { Policy } from '../model/index.ts';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
+import type { Policy } from '../model/index.ts';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
 import { buildServer } from './app.ts';

@@ -5,8 +5,8 @@
 // from it, so revisions are assigned in commit order across processes (see postgres-schema.ts),
 // and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
 // truth that they read.
-import type { RecordedPowerState, TransitionCause, VmState } from '../model/index.ts';
 import postgres from 'postgres';
+import type { RecordedPowerState, TransitionCause, VmState } from '../model/index.ts';
 import {
   CHANGES_PAGE,
   DEFAULT_MAX_BATCH,

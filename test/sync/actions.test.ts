@@ -1,7 +1,7 @@
 // Actions through the engine: the checks before a task starts, taskState while it runs, vmState
 // set to the intent when it succeeds, the error kept when it fails, and tasks that never end.
-import type { ActionName } from '../../src/model/index.ts';
 import { describe, test } from 'node:test';
+import type { ActionName } from '../../src/model/index.ts';
 import { instanceFields } from '../support/records.ts';
 import assert from 'node:assert/strict';
 import { SyncError } from '../../src/sync/index.ts';

@@ -1,12 +1,12 @@
 // Every row of docs/decisions.md, checked against decide(). The policy and adoption tables are
 // read from the document itself, so the specification and the code cannot drift apart; guard
 // rows need richer inputs than a table cell holds, so they are cases here keyed by the doc's ids.
-import { POWER_STATES, VM_STATES } from '../../src/model/index.ts';
-import type { Policy, PowerState, VmState } from '../../src/model/index.ts';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { POWER_STATES, VM_STATES } from '../../src/model/index.ts';
+import type { Policy, PowerState, VmState } from '../../src/model/index.ts';
 import { adopt, decide, type DecideInput, type Observation } from '../../src/sync/index.ts';
 
 const doc = readFileSync(

@@ -1,10 +1,10 @@
 // A sync engine on the simulated hypervisor and a real SQLite file, plus the waiting helpers the
 // engine tests share. Waits poll a condition with a bound; nothing sleeps for a fixed time.
-import type { Policy } from '../../src/model/index.ts';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Policy } from '../../src/model/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type { InstanceRecord, Store, TransitionRecord } from '../../src/store/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';

@@ -1,10 +1,10 @@
 // The settle-window table of docs/decisions.md, read from the document and checked against
 // settleWindowFor(), and the reboot rules that put reboots into the history.
-import type { Policy } from '../../src/model/index.ts';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Policy } from '../../src/model/index.ts';
 import {
   rebootSeen,
   rebootSign,
