@@ -17,4 +17,4 @@ export type {
   VmState,
 } from './states.ts';
 export { ACTION_RULES, ACTIONS, actionShows, checkAction, vmStateAfterTask } from './actions.ts';
-export type { ActionName, ActionRefusal, ActionRule } from './actions.ts';
+export type { ActionName } from './actions.ts';

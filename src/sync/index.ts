@@ -1,4 +1,4 @@
-export { adopt, adoptedVmState, decide, effectivePower, eventFits } from './decide.ts';
+export { adopt, adoptedVmState, decide, effectivePower } from './decide.ts';
 export type {
   DecideInput,
   Decision,
