@@ -17,8 +17,8 @@
 // `npm run bench:rest` runs the cost at rest alone.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import type { Policy } from '../src/model/index.ts';
 import { LibvirtClient } from '../src/libvirt/index.ts';
-import type { Policy } from '../src/store/index.ts';
 import { measureDetection, type DetectionGroup } from './service/latency.ts';
 import { measureRest, REST_CONTENDERS, runningContenders } from './service/rest.ts';
 import { measureStormAndReconcile } from './service/storm.ts';

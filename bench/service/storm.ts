@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { RecordedPowerState } from '../../src/model/index.ts';
 import type { LibvirtClient } from '../../src/libvirt/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
-import type { ChangeRecord, RecordedPowerState, Store } from '../../src/store/index.ts';
+import type { ChangeRecord, Store } from '../../src/store/index.ts';
 import { SyncEngine, type SyncStats } from '../../src/sync/index.ts';
 import { LibvirtDriver, powerStateOf } from '../../src/virt/index.ts';
 import {

@@ -2,11 +2,15 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Logger } from 'pino';
-import { DEFAULT_URI } from '../libvirt/index.ts';
 // Types only: the service's stack loads inside the action, so other commands start fast.
 import type { HypervisorChoice } from '../server/service.ts';
-import type { Policy } from '../store/index.ts';
+import type { Policy } from '../model/index.ts';
 
+/**
+ * libvirt's local system URI, the libvirt client's own default (a test holds the two equal):
+ * spelled here so that registering this command loads no libvirt code for the other commands.
+ */
+export const LOCAL_LIBVIRT_URI = 'qemu:///system';
 const DEFAULT_SIM_INSTANCES = 20;
 const DEFAULT_SIM_RATE = 1;
 // Fake instances never land in the file a real host uses by default.
@@ -85,7 +89,7 @@ function hypervisorChoice(options: AllInOneOptions): HypervisorChoice {
       options.sim === true ? DEFAULT_SIM_INSTANCES : positiveInteger('--sim', String(options.sim));
     return { kind: 'sim', instances, ratePerSecond };
   }
-  if (options.db !== undefined) return { kind: 'libvirt', uri: DEFAULT_URI };
+  if (options.db !== undefined) return { kind: 'libvirt', uri: LOCAL_LIBVIRT_URI };
   return {
     kind: 'demo',
     instances: DEFAULT_SIM_INSTANCES,
@@ -148,7 +152,7 @@ export function registerAllInOne(program: Command): void {
     )
     .option(
       '--hypervisor <uri>',
-      `libvirt URI to sync (env HVSYNC_HYPERVISOR; ${DEFAULT_URI} when --db is given)`,
+      `libvirt URI to sync (env HVSYNC_HYPERVISOR; ${LOCAL_LIBVIRT_URI} when --db is given)`,
       env.HVSYNC_HYPERVISOR,
     )
     .option(

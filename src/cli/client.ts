@@ -1,10 +1,10 @@
 // The HTTP client of API v1, for the CLI and for scripts: node:http, typed answers, one error
 // class, and a small Server-Sent Events reader for the watch stream.
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 // node:http rather than fetch: fetch's first use costs a CLI command about a quarter of a second
 // of CPU (loading undici and compiling its WebAssembly parser), more than the rest together.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type {
-  ActionName,
   ApiActionAccepted,
   ApiHost,
   ApiInstance,
@@ -13,7 +13,6 @@ import type {
   ApiWatchError,
   ApiWatchEvent,
 } from '../server/index.ts';
-import type { RecordedPowerState, VmState } from '../store/index.ts';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 

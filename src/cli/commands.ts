@@ -2,8 +2,8 @@
 // all talking to a running hvsync over API v1.
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
-import type { ActionName, ApiInstance, ApiWatchError } from '../server/index.ts';
-import type { RecordedPowerState, VmState } from '../store/index.ts';
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
+import type { ApiInstance, ApiWatchError } from '../server/index.ts';
 import { ClientError, DEFAULT_SERVER, HvsyncClient } from './client.ts';
 import type { WatchSubscription } from './client.ts';
 import { historyTable, hostsTable, instanceDetails, instancesTable, watchLine } from './format.ts';

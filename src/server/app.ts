@@ -4,7 +4,8 @@ import swagger from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
-import type { InstanceFilter, RecordedPowerState, Store, VmState } from '../store/types.ts';
+import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
+import type { InstanceFilter, Store } from '../store/types.ts';
 import { bearerTokenCheck } from './auth.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
@@ -35,7 +36,7 @@ import {
   watchSchema,
 } from './schemas.ts';
 import { ActionRejected, ServerError } from './types.ts';
-import type { ActionName, ActionPort, ApiError, ReadinessPort } from './types.ts';
+import type { ActionPort, ApiError, ReadinessPort } from './types.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 

@@ -1,7 +1,13 @@
 // JSON Schemas of API v1: Fastify validates requests and serializes responses with them, and
 // @fastify/swagger turns them into /openapi.json, so the document cannot drift from the code.
-import { ACTION_NAMES } from './types.ts';
-import { RECORDED_POWER_STATES, TASK_STATES, TRANSITION_CAUSES, VM_STATES } from './wire.ts';
+import {
+  ACTIONS,
+  POLICIES,
+  RECORDED_POWER_STATES,
+  TASK_STATES,
+  TRANSITION_CAUSES,
+  VM_STATES,
+} from '../model/index.ts';
 
 /** Canonical 8-4-4-4-12 hex; upper case is accepted and folded to the store's lower case. */
 export const UUID_PATTERN =
@@ -40,7 +46,7 @@ const instance = {
     taskError: nullable({ type: 'string' }),
     powerState: { type: 'string', enum: RECORDED_POWER_STATES },
     powerReason: { type: 'string' },
-    policy: { type: ['string', 'null'], enum: ['observe', 'enforce', null] },
+    policy: { type: ['string', 'null'], enum: [...POLICIES, null] },
     updatedAt: isoTime,
     version: { type: 'integer' },
   },
@@ -170,7 +176,7 @@ export const actionSchema = {
     type: 'object',
     required: ['action'],
     additionalProperties: false,
-    properties: { action: { type: 'string', enum: ACTION_NAMES } },
+    properties: { action: { type: 'string', enum: ACTIONS } },
   },
   response: {
     202: {
@@ -183,7 +189,7 @@ export const actionSchema = {
           additionalProperties: false,
           properties: {
             uuid: { type: 'string' },
-            action: { type: 'string', enum: ACTION_NAMES },
+            action: { type: 'string', enum: ACTIONS },
             taskState: { type: ['string', 'null'], enum: [...TASK_STATES, null] },
             startedAt: isoTime,
           },

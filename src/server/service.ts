@@ -2,8 +2,8 @@
 // store, and the API in front of them, in one process.
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import type { Policy } from '../model/index.ts';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
-import type { Policy } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
 import { buildServer } from './app.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';

@@ -1,17 +1,14 @@
 // What the API server needs from the rest of the process, and the shapes it speaks. The API
 // sees the sync engine only through these ports, which the process wiring implements with it.
 import type {
-  InstanceRecord,
+  ActionName,
   Policy,
   RecordedPowerState,
   TaskState,
   TransitionCause,
   VmState,
-} from '../store/types.ts';
-import type { ActionName } from '../sync/index.ts';
-
-// The actions are the engine's: the API offers exactly what the engine can do.
-export { ACTIONS as ACTION_NAMES, type ActionName } from '../sync/index.ts';
+} from '../model/index.ts';
+import type { InstanceRecord } from '../store/types.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */

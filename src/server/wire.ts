@@ -1,70 +1,8 @@
 // Store records to API v1 objects: the one place where epoch milliseconds become ISO strings and
 // store-internal fields (createdAt, taskStartedAt) are left out.
-import type {
-  ChangeRecord,
-  HostRecord,
-  InstanceRecord,
-  RecordedPowerState,
-  TaskState,
-  TransitionCause,
-  TransitionRecord,
-  VmState,
-} from '../store/types.ts';
-import type {
-  ActionName,
-  ApiHost,
-  ApiInstance,
-  ApiTask,
-  ApiTransition,
-  ApiWatchEvent,
-} from './types.ts';
-
-/** Lists every member of a string union exactly once, checked by the compiler. */
-function members<T extends string>(all: Record<T, true>): readonly T[] {
-  return Object.keys(all) as T[];
-}
-
-export const VM_STATES = members<VmState>({
-  building: true,
-  active: true,
-  stopped: true,
-  paused: true,
-  suspended: true,
-  error: true,
-  deleted: true,
-  'soft-deleted': true,
-  resized: true,
-  rescued: true,
-  shelved: true,
-});
-
-export const RECORDED_POWER_STATES = members<RecordedPowerState>({
-  running: true,
-  paused: true,
-  shutdown: true,
-  shutoff: true,
-  crashed: true,
-  suspended: true,
-  nostate: true,
-  missing: true,
-});
-
-export const TASK_STATES = members<TaskState>({
-  'powering-on': true,
-  'powering-off': true,
-  rebooting: true,
-  pausing: true,
-  unpausing: true,
-});
-
-export const TRANSITION_CAUSES = members<TransitionCause>({
-  event: true,
-  reconcile: true,
-  action: true,
-  adopt: true,
-  reboot: true,
-  'hard-reboot': true,
-});
+import type { ActionName } from '../model/index.ts';
+import type { ChangeRecord, HostRecord, InstanceRecord, TransitionRecord } from '../store/types.ts';
+import type { ApiHost, ApiInstance, ApiTask, ApiTransition, ApiWatchEvent } from './types.ts';
 
 export function isoTime(epochMs: number): string {
   return new Date(epochMs).toISOString();

@@ -6,6 +6,7 @@
 // and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
 // truth that they read.
 import postgres from 'postgres';
+import type { RecordedPowerState, TransitionCause, VmState } from '../model/index.ts';
 import {
   CHANGES_PAGE,
   DEFAULT_MAX_BATCH,
@@ -33,13 +34,10 @@ import type {
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  RecordedPowerState,
   Store,
   StoreOptions,
   StoreStats,
-  TransitionCause,
   TransitionRecord,
-  VmState,
   WriteResult,
 } from './types.ts';
 

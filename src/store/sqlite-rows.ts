@@ -1,17 +1,19 @@
 // The one place where records become SQL values and rows become records: column names, booleans
 // as 0/1, the change log's JSON snapshot.
 import type {
+  Policy,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  VmState,
+} from '../model/index.ts';
+import type {
   ChangeRecord,
   HostRecord,
   InstanceFields,
   InstanceRecord,
   NewTransition,
-  Policy,
-  RecordedPowerState,
-  TaskState,
-  TransitionCause,
   TransitionRecord,
-  VmState,
 } from './types.ts';
 
 export type SqlValue = string | number | null;

@@ -2,33 +2,13 @@
 // (taskState), what the hypervisor says it is (powerState), every power-state change with its
 // cause, and a change log with revisions that watchers resume from. Asynchronous so that a
 // PostgreSQL backend fits behind the same interface as SQLite.
-import type { PowerState } from '../virt/types.ts';
-
-export type VmState =
-  | 'building'
-  | 'active'
-  | 'stopped'
-  | 'paused'
-  | 'suspended'
-  | 'error'
-  | 'deleted'
-  | 'soft-deleted'
-  | 'resized'
-  | 'rescued'
-  | 'shelved';
-
-export type TaskState = 'powering-on' | 'powering-off' | 'rebooting' | 'pausing' | 'unpausing';
-
-/** A power state, or `missing`: the hypervisor no longer lists it but did not confirm it deleted. */
-export type RecordedPowerState = PowerState | 'missing';
-
-export type Policy = 'observe' | 'enforce';
-
-/**
- * Why a transition was recorded. `reboot` (libvirt's reboot event) and `hard-reboot` (a stop and
- * a start seen together) leave the power state as it was: their entry is the only trace.
- */
-export type TransitionCause = 'event' | 'reconcile' | 'action' | 'adopt' | 'reboot' | 'hard-reboot';
+import type {
+  Policy,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  VmState,
+} from '../model/index.ts';
 
 export interface InstanceRecord {
   readonly uuid: string;

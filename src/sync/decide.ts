@@ -1,14 +1,15 @@
 // The sync policy as a pure function of plain data: given what the record says, what the
 // hypervisor confirmed and why we looked, what should be written and done. No I/O and no clock,
 // so every row of docs/decisions.md is a unit test.
-import type { PowerState, Transition } from '../virt/index.ts';
 import type {
-  InstanceRecord,
   Policy,
+  PowerState,
   RecordedPowerState,
   TransitionCause,
   VmState,
-} from '../store/index.ts';
+} from '../model/index.ts';
+import type { Transition } from '../virt/index.ts';
+import type { InstanceRecord } from '../store/index.ts';
 
 /** What the hypervisor confirmed about one instance. */
 export type Observation =
@@ -262,4 +263,21 @@ export function adopt(observed: { readonly powerState: PowerState; readonly reas
     powerState: power.powerState,
     powerReason: power.reason,
   };
+}
+
+/**
+ * True when the confirmed state is the one the event announced, so the event's own detail may
+ * describe the change; otherwise the event was stale and the decision's reason says more.
+ */
+export function eventFits(
+  event: NonNullable<DecideInput['event']> & { readonly powerState: PowerState | null },
+  observation: Observation,
+): boolean {
+  if (observation.kind === 'gone') return event.transition === 'undefined';
+  if (observation.kind !== 'present') return false;
+  return (
+    event.powerState === null ||
+    event.powerState === observation.powerState ||
+    event.powerState === effectivePower(observation, event).powerState
+  );
 }

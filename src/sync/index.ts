@@ -6,9 +6,9 @@ export type {
   DecisionWrite,
   Observation,
 } from './decide.ts';
-export { ACTIONS, SyncEngine, SyncError } from './engine.ts';
+export { SyncEngine } from './engine.ts';
+export { SyncError } from './types.ts';
 export type {
-  ActionName,
   CommitInfo,
   ReconcileReport,
   SyncEngineOptions,
@@ -17,7 +17,7 @@ export type {
   SyncStats,
   Task,
   TaskOutcome,
-} from './engine.ts';
+} from './types.ts';
 export { rebootSeen, rebootSign, strongerSign } from './reboot.ts';
 export type { RebootCause, RebootInput, RebootSign } from './reboot.ts';
 export { settleWindowFor } from './settle.ts';

@@ -3,8 +3,8 @@
 // The window exists for the reboot race (Nova 1293480): a hard reboot is STOPPED then STARTED,
 // and under enforce a `stopped` intent recorded between the two turns the STARTED into drift to
 // power off. Where nothing would act on the record, holding only delays the truth.
+import type { Policy } from '../model/index.ts';
 import type { LifecycleEvent } from '../virt/index.ts';
-import type { Policy } from '../store/index.ts';
 import type { Decision, Observation } from './decide.ts';
 
 /** What may be held: the event that made a pass look, or what a lookup or listing then found. */

@@ -2,7 +2,7 @@
 // the listing and the records the reconcile has already read in bulk costs one pure function call
 // per instance; a full pass would read the record again and go through the instance's queue, for
 // an answer known in advance. At rest that difference is most of what a reconcile costs.
-import type { Policy } from '../store/index.ts';
+import type { Policy } from '../model/index.ts';
 import type { ObservedInstance } from '../virt/index.ts';
 import { decide, type DecideInput } from './decide.ts';
 

@@ -1,6 +1,7 @@
 // The libvirt driver: maps libvirt's events, states and reasons onto the engine's vocabulary,
 // lists with the all-domain-stats call (one round trip, never one call per domain), and keeps a
 // connection up, re-registering for events on every reconnect.
+import type { PowerState } from '../model/index.ts';
 import {
   DEFAULT_URI,
   DomainEventId,
@@ -19,7 +20,6 @@ import {
   type DriverEventListener,
   type HypervisorDriver,
   type ObservedInstance,
-  type PowerState,
   type RebootOptions,
   type StopOptions,
   type Transition,

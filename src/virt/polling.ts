@@ -2,6 +2,7 @@
 // Absent is not deleted: an instance missing from one listing is looked up on its own before it
 // is reported gone, because listings can be partial (KubeVirt and CloudStack both acted on a
 // partial listing and restarted or orphaned VMs). When the lookup fails, nothing is reported.
+import type { PowerState } from '../model/index.ts';
 import { DriverError } from './types.ts';
 import type {
   DriverEvent,
@@ -9,7 +10,6 @@ import type {
   HypervisorDriver,
   LifecycleEvent,
   ObservedInstance,
-  PowerState,
   RebootOptions,
   StopOptions,
   Transition,

@@ -4,16 +4,17 @@
 // (guest shutdown, hard reboot, failed migration) that really pass through their intermediate
 // states, connections that drop and lose events, listings that can be partial. Every random
 // choice comes from a seeded generator so a scenario replays.
+import { POWER_STATES } from '../model/index.ts';
+import type { PowerState } from '../model/index.ts';
 import { IndexedSet, Scheduler, canonicalUuid, createRandom, randomUuid } from './sim-support.ts';
 import type { Random } from './sim-support.ts';
-import { DriverError, POWER_STATES } from './types.ts';
+import { DriverError } from './types.ts';
 import type {
   DriverEvent,
   DriverEventListener,
   HypervisorDriver,
   LifecycleEvent,
   ObservedInstance,
-  PowerState,
   RebootOptions,
   StopOptions,
   Transition,

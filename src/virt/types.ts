@@ -1,25 +1,6 @@
 // What the sync engine needs from any hypervisor. A driver knows its hypervisor and nothing of
 // policy: it reports what it sees and performs what it is told.
-
-/** Power state as the engine understands it, whatever the hypervisor calls it. */
-export type PowerState =
-  | 'running'
-  | 'paused'
-  | 'shutdown' // shutting down
-  | 'shutoff'
-  | 'crashed'
-  | 'suspended' // pm-suspended (guest suspend-to-RAM)
-  | 'nostate';
-
-export const POWER_STATES: readonly PowerState[] = [
-  'running',
-  'paused',
-  'shutdown',
-  'shutoff',
-  'crashed',
-  'suspended',
-  'nostate',
-];
+import type { PowerState } from '../model/index.ts';
 
 /** What happened to an instance, as a lifecycle event reports it. */
 export type Transition =

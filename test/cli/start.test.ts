@@ -8,6 +8,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { waitFor } from '../server/harness.ts';
+import { LOCAL_LIBVIRT_URI } from '../../src/cli/all-in-one.ts';
+import { DEFAULT_URI } from '../../src/libvirt/index.ts';
+
+/** The caller's environment minus any token: an empty HVSYNC_TOKEN is a configuration error. */
+function withoutToken(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { HVSYNC_TOKEN: _token, HVSYNC_TOKEN_FILE: _tokenFile, ...rest } = env;
+  return rest;
+}
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const run = promisify(execFile);
@@ -40,7 +48,7 @@ async function serve(command: string, args: string[]): Promise<Served> {
   const child = spawn(
     command,
     [...args, '--sim', '3', '--listen', '127.0.0.1:0', '--db', db, '--log-level', 'info'],
-    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HVSYNC_TOKEN: '' } },
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: withoutToken(process.env) },
   );
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
@@ -160,6 +168,10 @@ describe('signals stop the service however it was started', () => {
 });
 
 describe('the installed command', () => {
+  test("its spelling of libvirt's local URI is the libvirt client's default", () => {
+    assert.equal(LOCAL_LIBVIRT_URI, DEFAULT_URI);
+  });
+
   test('a client command loads neither the server, the store nor the metrics', async () => {
     const served = await serve(process.execPath, ['bin/hvsync.js', 'all-in-one']);
     try {
@@ -175,7 +187,7 @@ describe('the installed command', () => {
           '--server',
           served.url,
         ],
-        { cwd: root, env: { ...process.env, HVSYNC_TRACE_IMPORTS: trace, HVSYNC_TOKEN: '' } },
+        { cwd: root, env: { ...withoutToken(process.env), HVSYNC_TRACE_IMPORTS: trace } },
       );
       assert.match(stdout, /sim-00001/);
       const loaded = readFileSync(trace, 'utf8');

@@ -20,6 +20,7 @@ import {
   uuidOf,
 } from './harness.ts';
 import type { Harness } from './harness.ts';
+import type { ActionName, VmState } from '../../src/model/index.ts';
 
 const INSTANCE_KEYS = [
   'host',
@@ -311,6 +312,22 @@ describe('actions', () => {
       error: 'invalid-action',
       message: 'cannot resume an instance that is active',
     });
+  });
+
+  test('the API accepts and refuses by the engine rulebook (stop from suspended, hard-reboot from paused)', async () => {
+    h.actions.finishAfterMs = null;
+    const cases: [number, VmState, ActionName, number][] = [
+      [11, 'suspended', 'stop', 202],
+      [12, 'error', 'stop', 202],
+      [13, 'paused', 'hard-reboot', 202],
+      [14, 'suspended', 'hard-reboot', 202],
+      [15, 'paused', 'reboot', 409],
+    ];
+    for (const [n, vmState, action, status] of cases) {
+      await create(h.store, uuidOf(n), { vmState });
+      const reply = await post(uuidOf(n), { action });
+      assert.equal(reply.status, status, `${action} from ${vmState}`);
+    }
   });
 
   test('404 for an unknown instance, 503 while the hypervisor is disconnected', async () => {

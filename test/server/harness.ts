@@ -8,8 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
+import { ACTION_RULES, checkAction } from '../../src/model/index.ts';
+import type { ActionName } from '../../src/model/index.ts';
 import { ActionRejected, buildServer, listen } from '../../src/server/index.ts';
-import type { ActionName, ActionPort, Readiness, ServerOptions } from '../../src/server/index.ts';
+import type { ActionPort, Readiness, ServerOptions } from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type {
   InstanceFields,
@@ -17,8 +19,6 @@ import type {
   NewTransition,
   SqliteStore,
   SqliteStoreOptions,
-  TaskState,
-  VmState,
 } from '../../src/store/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-server-test-'));
@@ -63,35 +63,11 @@ export async function patch(
   return result.instance;
 }
 
-const TASK: Record<ActionName, TaskState> = {
-  start: 'powering-on',
-  stop: 'powering-off',
-  'force-stop': 'powering-off',
-  reboot: 'rebooting',
-  'hard-reboot': 'rebooting',
-  pause: 'pausing',
-  resume: 'unpausing',
-};
-
-const ALLOWED_FROM: Record<ActionName, readonly VmState[]> = {
-  start: ['stopped'],
-  stop: ['active', 'paused'],
-  'force-stop': ['active', 'paused', 'error'],
-  reboot: ['active'],
-  'hard-reboot': ['active', 'error'],
-  pause: ['active'],
-  resume: ['paused'],
-};
-
-const OUTCOME: Record<ActionName, Pick<InstanceFields, 'vmState' | 'powerState'>> = {
-  start: { vmState: 'active', powerState: 'running' },
-  stop: { vmState: 'stopped', powerState: 'shutoff' },
-  'force-stop': { vmState: 'stopped', powerState: 'shutoff' },
-  reboot: { vmState: 'active', powerState: 'running' },
-  'hard-reboot': { vmState: 'active', powerState: 'running' },
-  pause: { vmState: 'paused', powerState: 'paused' },
-  resume: { vmState: 'active', powerState: 'running' },
-};
+/** Where the fake leaves a successful task: the rule's intent and its first expected power state. */
+function outcome(action: ActionName): Pick<InstanceFields, 'vmState' | 'powerState'> {
+  const rule = ACTION_RULES[action];
+  return { vmState: rule.intent, powerState: rule.expectedPower[0]! };
+}
 
 /**
  * Plays the engine behind the ActionPort: refuses like it, records the task, and finishes it
@@ -113,17 +89,10 @@ export class FakeActions implements ActionPort {
     if (!this.connected) throw new ActionRejected('unavailable', 'hypervisor is disconnected');
     const record = await this.store.getInstance(uuid);
     if (record === null) throw new ActionRejected('not-found', `no instance ${uuid}`);
-    if (record.taskState !== null) {
-      throw new ActionRejected('task-in-flight', `instance ${uuid} is ${record.taskState}`);
-    }
-    if (!ALLOWED_FROM[action].includes(record.vmState)) {
-      throw new ActionRejected(
-        'invalid-action',
-        `cannot ${action} an instance that is ${record.vmState}`,
-      );
-    }
+    const refusal = checkAction(record, action);
+    if (refusal !== null) throw new ActionRejected(refusal.code, refusal.message);
     const started = await patch(this.store, uuid, {
-      taskState: TASK[action],
+      taskState: ACTION_RULES[action].taskState,
       taskStartedAt: Date.now(),
       taskError: null,
     });
@@ -150,14 +119,14 @@ export class FakeActions implements ActionPort {
             taskStartedAt: null,
             taskError: `${action} failed: guest did not respond`,
           }
-        : { taskState: null, taskStartedAt: null, taskError: null, ...OUTCOME[action] },
+        : { taskState: null, taskStartedAt: null, taskError: null, ...outcome(action) },
       failed
         ? undefined
         : {
             from: record.powerState,
-            to: OUTCOME[action].powerState,
+            to: outcome(action).powerState,
             vmStateFrom: record.vmState,
-            vmStateTo: OUTCOME[action].vmState,
+            vmStateTo: outcome(action).vmState,
             cause: 'action',
             detail: action,
             outOfBand: false,

@@ -1,10 +1,11 @@
 // Actions through the engine: the checks before a task starts, taskState while it runs, vmState
 // set to the intent when it succeeds, the error kept when it fails, and tasks that never end.
 import { describe, test } from 'node:test';
+import type { ActionName } from '../../src/model/index.ts';
 import { instanceFields } from '../support/records.ts';
 import assert from 'node:assert/strict';
 import { SyncError } from '../../src/sync/index.ts';
-import type { ActionName, SyncErrorCode } from '../../src/sync/index.ts';
+import type { SyncErrorCode } from '../../src/sync/index.ts';
 import type { InstanceFields } from '../../src/store/index.ts';
 import { HOST, adoptRunning, assertChained, harness, waitForRecord } from './harness.ts';
 import type { Harness } from './harness.ts';

@@ -5,9 +5,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { POWER_STATES, VM_STATES } from '../../src/model/index.ts';
+import type { Policy, PowerState, VmState } from '../../src/model/index.ts';
 import { adopt, decide, type DecideInput, type Observation } from '../../src/sync/index.ts';
-import { POWER_STATES, type PowerState } from '../../src/virt/index.ts';
-import type { Policy, VmState } from '../../src/store/index.ts';
 
 const doc = readFileSync(
   fileURLToPath(new URL('../../docs/decisions.md', import.meta.url)),
@@ -37,20 +37,6 @@ function cells(line: string): string[] {
 function list(cell: string): string[] {
   return cell.split(',').map((item) => item.trim());
 }
-
-const VM_STATES: readonly VmState[] = [
-  'building',
-  'active',
-  'stopped',
-  'paused',
-  'suspended',
-  'error',
-  'deleted',
-  'soft-deleted',
-  'resized',
-  'rescued',
-  'shelved',
-];
 
 const HOST = 'host-a';
 

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Policy } from '../../src/model/index.ts';
 import {
   rebootSeen,
   rebootSign,
@@ -14,7 +15,6 @@ import {
   type RebootInput,
   type SettleCue,
 } from '../../src/sync/index.ts';
-import type { Policy } from '../../src/store/index.ts';
 import type { LifecycleEvent } from '../../src/virt/index.ts';
 
 const doc = readFileSync(

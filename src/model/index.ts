@@ -1,0 +1,20 @@
+// hvsync's vocabulary: the states of an instance and the rules of its actions. Pure data and
+// pure functions; imports nothing else of the project, so every layer may import it.
+export {
+  POLICIES,
+  POWER_STATES,
+  RECORDED_POWER_STATES,
+  TASK_STATES,
+  TRANSITION_CAUSES,
+  VM_STATES,
+} from './states.ts';
+export type {
+  Policy,
+  PowerState,
+  RecordedPowerState,
+  TaskState,
+  TransitionCause,
+  VmState,
+} from './states.ts';
+export { ACTION_RULES, ACTIONS, actionShows, checkAction, vmStateAfterTask } from './actions.ts';
+export type { ActionName } from './actions.ts';

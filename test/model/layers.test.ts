@@ -1,0 +1,30 @@
+// Dependencies stay one-way: the model imports nothing of the project, and the store knows
+// nothing of hypervisors. Read from the sources, so a new import that breaks it fails here.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const src = fileURLToPath(new URL('../../src/', import.meta.url));
+
+/** Every relative import of each file in one src/ directory, as written. */
+function importsOf(dir: string): { file: string; from: string }[] {
+  const found: { file: string; from: string }[] = [];
+  for (const file of readdirSync(`${src}${dir}`).filter((name) => name.endsWith('.ts'))) {
+    const text = readFileSync(`${src}${dir}/${file}`, 'utf8');
+    for (const match of text.matchAll(/\bfrom\s+'(\.[^']*)'/g)) {
+      found.push({ file: `${dir}/${file}`, from: match[1]! });
+    }
+  }
+  return found;
+}
+
+test('src/model imports only its own files', () => {
+  const outside = importsOf('model').filter(({ from }) => !from.startsWith('./'));
+  assert.deepEqual(outside, []);
+});
+
+test('src/store does not import the hypervisor layers', () => {
+  const bad = importsOf('store').filter(({ from }) => /\.\.\/(virt|libvirt|sync)\//.test(from));
+  assert.deepEqual(bad, []);
+});
