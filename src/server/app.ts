@@ -4,7 +4,8 @@ import swagger from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
-import type { InstanceFilter, RecordedPowerState, Store, VmState } from '../store/types.ts';
+import type { ReadStore } from '../store/ports.ts';
+import type { InstanceFilter, RecordedPowerState, VmState } from '../store/types.ts';
 import { bearerTokenCheck } from './auth.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
@@ -40,7 +41,7 @@ import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
 export interface ServerOptions {
-  readonly store: Store;
+  readonly store: ReadStore;
   readonly actions: ActionPort;
   readonly readiness: ReadinessPort;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */

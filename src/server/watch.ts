@@ -17,7 +17,8 @@
 // drop what they kept and read the log instead) until it fits. A burst that healthy clients
 // take at once costs nothing beyond its own bytes.
 import { PassThrough } from 'node:stream';
-import type { ChangeRecord, Store } from '../store/types.ts';
+import type { ReadStore } from '../store/ports.ts';
+import type { ChangeRecord } from '../store/types.ts';
 import type { ApiError, ApiWatchError } from './types.ts';
 import { apiWatchEvent } from './wire.ts';
 
@@ -116,7 +117,7 @@ export class WatchHub {
   private windowBytes = 0;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: ReadStore,
     private readonly settings: WatchSettings,
     private readonly hooks: WatchHooks,
   ) {}
@@ -266,7 +267,7 @@ export class WatchStream {
   private roomWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly store: Store,
+    private readonly store: ReadStore,
     settings: WatchSettings,
     private readonly hooks: StreamHooks,
   ) {

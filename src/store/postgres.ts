@@ -25,6 +25,7 @@ import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow } from './sqlite-rows.ts';
 import type { InstanceRow } from './sqlite-rows.ts';
+import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -34,7 +35,6 @@ import type {
   InstanceRecord,
   InstanceWrite,
   RecordedPowerState,
-  Store,
   StoreOptions,
   StoreStats,
   TransitionCause,

@@ -38,6 +38,7 @@ import {
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
+import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -46,7 +47,6 @@ import type {
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  Store,
   StoreOptions,
   StoreStats,
   TransitionRecord,

@@ -133,29 +133,6 @@ export interface InstanceFilter {
   readonly after?: string;
 }
 
-export interface Store {
-  getInstance(uuid: string): Promise<InstanceRecord | null>;
-  listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
-  /** Conditional write. Writes arriving together are committed in one transaction. */
-  write(write: InstanceWrite): Promise<WriteResult>;
-  /** Transitions of one instance, newest first. */
-  history(
-    uuid: string,
-    options?: { limit?: number; beforeId?: number },
-  ): Promise<TransitionRecord[]>;
-  /** Changes with revision > `since`, oldest first. */
-  changesSince(since: number, limit?: number): Promise<ChangesPage>;
-  /** Called after each commit with the changes it made, in revision order. */
-  subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
-  upsertHost(host: HostRecord): Promise<void>;
-  listHosts(): Promise<HostRecord[]>;
-  /** Why writes cannot commit right now (disk full, database gone), or null while they do. */
-  readonly writeFailure: StoreError | null;
-  readonly stats: StoreStats;
-  /** Commits what is pending, then closes. */
-  close(): Promise<void>;
-}
-
 /** Options both stores take. */
 export interface StoreOptions {
   /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */

@@ -17,7 +17,7 @@ import type {
   NewTransition,
   Policy,
   RecordedPowerState,
-  Store,
+  EngineStore,
   TaskState,
   TransitionCause,
   VmState,
@@ -85,7 +85,7 @@ export interface CommitInfo {
 
 export interface SyncEngineOptions {
   readonly driver: HypervisorDriver;
-  readonly store: Store;
+  readonly store: EngineStore;
   /** This host's name in the store; default: what the driver says. */
   readonly host?: string;
   readonly policy?: Policy;
@@ -288,7 +288,7 @@ function sleep(ms: number): Promise<void> {
 export class SyncEngine {
   readonly policy: Policy;
   private readonly driver: HypervisorDriver;
-  private readonly store: Store;
+  private readonly store: EngineStore;
   private readonly reconcileIntervalMs: number;
   private readonly stopSettleMs: number;
   private readonly taskTimeoutMs: number;
