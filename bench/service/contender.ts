@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { LibvirtClient } from '../../src/libvirt/index.ts';
-import { startService } from '../../src/server/service.ts';
+import { startService } from '../../src/app/index.ts';
 import { openSqliteStore, type Store } from '../../src/store/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';
 import { LibvirtDriver } from '../../src/virt/index.ts';

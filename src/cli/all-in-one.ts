@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_URI } from '../libvirt/index.ts';
-import { startService, type HypervisorChoice } from '../server/service.ts';
+import { startService, type HypervisorChoice } from '../app/index.ts';
 import type { Policy } from '../store/index.ts';
 
 const DEFAULT_SIM_INSTANCES = 20;

@@ -1,16 +1,23 @@
-// The all-in-one service: one host's hypervisor driver and sync engine, an embedded SQLite
-// store, and the API in front of them, in one process.
+// The all-in-one composition: one host's hypervisor driver and sync engine, an embedded store,
+// and the API in front of them, in one process.
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
 import type { Policy } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
-import { buildServer } from './app.ts';
+import {
+  ActionRejected,
+  buildServer,
+  checkListen,
+  listen,
+  parseListen,
+  ServerError,
+  type ActionPort,
+  type ReadinessPort,
+} from '../server/index.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
-import { checkListen, listen, parseListen } from './listen.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
-import { ActionRejected, ServerError, type ActionPort, type ReadinessPort } from './types.ts';
 
 export type { HypervisorChoice } from './hypervisor.ts';
 
