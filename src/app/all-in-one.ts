@@ -78,6 +78,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const db = chosen.db ?? config.db;
 
   const store = await openStore(db, {
+    onListenerError(error: unknown) {
+      logger.error({ err: error }, 'a change-feed subscriber threw; the others still got it');
+    },
     onWriteHealth(failure: StoreError | null) {
       if (failure !== null) {
         logger.error(

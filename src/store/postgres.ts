@@ -13,13 +13,13 @@ import {
   HISTORY_PAGE,
   INSTANCE_PAGE,
   closedError,
-  deliver,
   describeWrite,
   pageSize,
   pruneCutoff,
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
+import { Emitter } from '../lib/index.ts';
 import { applyInRounds } from './postgres-batch.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
@@ -142,7 +142,6 @@ export class PostgresStore implements Store {
   private readonly maxChanges: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
-  private readonly onListenerError: (error: unknown) => void;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
 
@@ -151,7 +150,7 @@ export class PostgresStore implements Store {
   /** The batch being committed; one at a time, so local commits are delivered in order. */
   private flushing: Promise<void> | null = null;
   private closed = false;
-  private readonly listeners = new Set<ChangeListener>();
+  private readonly listeners: Emitter<[readonly ChangeRecord[]]>;
   private listening: Promise<unknown> | null = null;
   /** Serializes deliveries: local commits and catch-ups after other processes' notifications. */
   private delivery: Promise<void> = Promise.resolve();
@@ -178,7 +177,7 @@ export class PostgresStore implements Store {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
-    this.onListenerError = options.onListenerError ?? (() => {});
+    this.listeners = new Emitter(options.onListenerError);
     this.onFeedError = options.onFeedError ?? (() => {});
     this.writeHealth = new WriteHealth(options.onWriteHealth);
     this.deliveredUpTo = latestRevision;
@@ -282,8 +281,7 @@ export class PostgresStore implements Store {
    */
   subscribe(listener: ChangeListener): () => void {
     if (this.closed) throw closedError();
-    const entry: ChangeListener = (changes) => listener(changes);
-    this.listeners.add(entry);
+    const unsubscribe = this.listeners.on(listener);
     this.listening ??= this.sql
       .listen(
         CHANGES_CHANNEL,
@@ -294,9 +292,7 @@ export class PostgresStore implements Store {
         this.listening = null;
         this.onFeedError(error);
       });
-    return () => {
-      this.listeners.delete(entry);
-    };
+    return unsubscribe;
   }
 
   async upsertHost(host: HostRecord): Promise<void> {
@@ -556,7 +552,7 @@ export class PostgresStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
+    this.counters.listenerErrors += this.listeners.emit(changes);
   }
 }
 

@@ -31,13 +31,12 @@ import {
   HISTORY_PAGE,
   INSTANCE_PAGE,
   closedError,
-  deliver,
   describeWrite,
   pageSize,
   pruneCutoff,
   WriteHealth,
 } from './common.ts';
-import type { ChangeListener } from './common.ts';
+import { Emitter } from '../lib/index.ts';
 import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
@@ -105,12 +104,11 @@ export class SqliteStore implements Store {
   private readonly maxChanges: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
-  private readonly onListenerError: (error: unknown) => void;
 
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
   private closed = false;
-  private readonly listeners = new Set<ChangeListener>();
+  private readonly listeners: Emitter<[readonly ChangeRecord[]]>;
   private readonly counters = {
     commits: 0,
     writes: 0,
@@ -168,7 +166,7 @@ export class SqliteStore implements Store {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
-    this.onListenerError = options.onListenerError ?? (() => {});
+    this.listeners = new Emitter(options.onListenerError);
     this.writeHealth = new WriteHealth(options.onWriteHealth);
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
@@ -285,12 +283,7 @@ export class SqliteStore implements Store {
 
   subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void {
     if (this.closed) throw closedError();
-    // Wrapped so that subscribing the same function twice gives two independent subscriptions.
-    const entry = (changes: readonly ChangeRecord[]): void => listener(changes);
-    this.listeners.add(entry);
-    return () => {
-      this.listeners.delete(entry);
-    };
+    return this.listeners.on(listener);
   }
 
   async upsertHost(host: HostRecord): Promise<void> {
@@ -510,7 +503,7 @@ export class SqliteStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
+    this.counters.listenerErrors += this.listeners.emit(changes);
   }
 }
 

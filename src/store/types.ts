@@ -141,7 +141,7 @@ export interface StoreOptions {
   readonly maxBatch?: number;
   /** Epoch-ms clock for timestamps. Default Date.now. */
   readonly now?: () => number;
-  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
+  /** Told when a subscriber throws (default: a process warning); the others carry on regardless. */
   readonly onListenerError?: (error: unknown) => void;
   /**
    * Told when writes start failing (the error) and when they succeed again (null): a write

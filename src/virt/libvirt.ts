@@ -13,10 +13,12 @@ import {
   type DomainStateInfo,
   type LifecycleEventMessage,
 } from '../libvirt/index.ts';
+import { Emitter, type ListenerErrorHook } from '../lib/index.ts';
 import {
   DriverError,
   type DriverEvent,
   type DriverEventListener,
+  type DriverLogger,
   type HypervisorDriver,
   type ObservedInstance,
   type PowerState,
@@ -32,6 +34,8 @@ export interface LibvirtDriverOptions extends Omit<ConnectOptions, 'uri'> {
   readonly reconnectMaxMs?: number;
   /** How often a graceful stop checks whether the guest is off yet. */
   readonly stopPollMs?: number;
+  /** Where reconnect failures and listener errors are logged. */
+  readonly logger?: DriverLogger;
 }
 
 /** Domains asked about in one stats call; far below libvirt's 16 384-domain limit. */
@@ -91,7 +95,8 @@ export class LibvirtDriver implements HypervisorDriver {
   readonly kind = 'libvirt';
   readonly uri: string;
   private client: LibvirtClient | null = null;
-  private readonly listeners = new Set<DriverEventListener>();
+  private readonly listeners: Emitter<[DriverEvent]>;
+  private readonly onListenerError: ListenerErrorHook | undefined;
   private pendingLookups = new Map<string, LookupWaiter[]>();
   private closing = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -100,6 +105,11 @@ export class LibvirtDriver implements HypervisorDriver {
   constructor(private readonly options: LibvirtDriverOptions = {}) {
     this.uri = options.uri ?? DEFAULT_URI;
     this.reconnectDelayMs = options.reconnectMinMs ?? 500;
+    const logger = options.logger;
+    this.onListenerError =
+      options.onListenerError ??
+      (logger && ((err) => logger.error({ err }, 'a libvirt event listener threw')));
+    this.listeners = new Emitter(this.onListenerError);
   }
 
   get connected(): boolean {
@@ -122,8 +132,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   registerEventListener(listener: DriverEventListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.on(listener);
   }
 
   async hostname(): Promise<string> {
@@ -218,9 +227,14 @@ export class LibvirtDriver implements HypervisorDriver {
       reconnectMinMs: _min,
       reconnectMaxMs: _max,
       stopPollMs: _poll,
+      logger: _logger,
       ...connect
     } = this.options;
-    const client = await LibvirtClient.connect({ ...connect, uri: this.uri });
+    const client = await LibvirtClient.connect({
+      ...connect,
+      uri: this.uri,
+      onListenerError: this.onListenerError,
+    });
     try {
       // Register before announcing the connection: the engine reconciles on `connected`, and
       // anything that changes after its listing must reach it as an event.
@@ -274,13 +288,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   private emit(event: DriverEvent): void {
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch {
-        // A listener's bug must not cost the others their events.
-      }
-    }
+    this.listeners.emit(event);
   }
 
   private async guard<T>(work: (client: LibvirtClient) => Promise<T>): Promise<T> {

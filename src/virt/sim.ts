@@ -6,6 +6,7 @@
 // choice comes from a seeded generator so a scenario replays.
 import { IndexedSet, Scheduler, canonicalUuid, createRandom, randomUuid } from './sim-support.ts';
 import type { Random } from './sim-support.ts';
+import { Emitter } from '../lib/index.ts';
 import { DriverError, POWER_STATES } from './types.ts';
 import type {
   DriverEvent,
@@ -1002,11 +1003,9 @@ interface CallContext<T> {
 export class SimDriver implements HypervisorDriver {
   readonly kind = 'sim';
   readonly hypervisor: SimHypervisor;
-  /** Exceptions thrown by listeners; they are contained, never passed on. */
-  listenerErrors = 0;
 
   readonly #port: SimPort;
-  readonly #listeners = new Set<{ readonly listener: DriverEventListener }>();
+  readonly #listeners = new Emitter<[DriverEvent]>();
   readonly #pending = new Set<(error: DriverError) => void>();
   #subscription: { readonly up: boolean; close(): void } | null = null;
   #connected = false;
@@ -1016,6 +1015,11 @@ export class SimDriver implements HypervisorDriver {
   constructor(hypervisor: SimHypervisor) {
     this.hypervisor = hypervisor;
     this.#port = portOf(hypervisor);
+  }
+
+  /** Exceptions thrown by listeners; they are contained, never passed on. */
+  get listenerErrors(): number {
+    return this.#listeners.listenerErrors;
   }
 
   get connected(): boolean {
@@ -1052,11 +1056,7 @@ export class SimDriver implements HypervisorDriver {
   }
 
   registerEventListener(listener: DriverEventListener): () => void {
-    const entry = { listener };
-    this.#listeners.add(entry);
-    return () => {
-      this.#listeners.delete(entry);
-    };
+    return this.#listeners.on(listener);
   }
 
   hostname(): Promise<string> {
@@ -1176,14 +1176,7 @@ export class SimDriver implements HypervisorDriver {
   }
 
   #deliver(event: DriverEvent): void {
-    for (const { listener } of [...this.#listeners]) {
-      try {
-        listener(event);
-      } catch {
-        // One listener's bug must not cost the others their events.
-        this.listenerErrors++;
-      }
-    }
+    this.#listeners.emit(event);
   }
 
   #lost(reason: string): void {
