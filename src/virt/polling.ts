@@ -179,9 +179,13 @@ export class PollingDriver implements HypervisorDriver {
     try {
       listing = await this.inner.listInstances();
     } catch (error) {
-      // Nothing is reported from a failed poll, but why it failed must not go unseen.
-      const reason = error instanceof Error ? error.message : String(error);
-      this.#logger?.warn({ reason }, `poll of ${this.inner.kind} failed: ${reason}`);
+      // Nothing is reported from a failed poll, but why it failed must not go unseen. While the
+      // inner driver is disconnected it logs its own reconnect failures: one line per retry
+      // there, not one per interval here.
+      if (this.inner.connected) {
+        const reason = error instanceof Error ? error.message : String(error);
+        this.#logger?.warn({ reason }, `poll of ${this.inner.kind} failed: ${reason}`);
+      }
       return;
     }
     const observedAt = this.#now();
