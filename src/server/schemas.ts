@@ -212,13 +212,21 @@ export const hostsSchema = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: ['name', 'driver', 'connected', 'lastSeenAt', 'lastReconcileAt'],
+            required: [
+              'name',
+              'driver',
+              'connected',
+              'lastSeenAt',
+              'lastReconcileAt',
+              'connectionError',
+            ],
             properties: {
               name: { type: 'string' },
               driver: { type: 'string' },
               connected: { type: 'boolean' },
               lastSeenAt: isoTime,
               lastReconcileAt: nullable(isoTime),
+              connectionError: nullable({ type: 'string' }),
             },
           },
         },

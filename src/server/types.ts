@@ -108,6 +108,8 @@ export interface ApiHost {
   readonly connected: boolean;
   readonly lastSeenAt: string;
   readonly lastReconcileAt: string | null;
+  /** Why the hypervisor connection is down (the last reconnect's failure); null while connected. */
+  readonly connectionError: string | null;
 }
 
 /** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */

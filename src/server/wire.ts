@@ -107,6 +107,7 @@ export function apiHost(host: HostRecord): ApiHost {
     connected: host.connected,
     lastSeenAt: isoTime(host.lastSeenAt),
     lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
+    connectionError: host.connectionError,
   };
 }
 

@@ -5,6 +5,7 @@ import type {
   ChangeRecord,
   ChangesPage,
   HostRecord,
+  HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
@@ -21,7 +22,10 @@ export interface EngineStore {
   listInstances(filter: InstanceFilter & { readonly host: string }): Promise<InstanceRecord[]>;
   /** Conditional write. Writes arriving together are committed in one transaction. */
   write(write: InstanceWrite): Promise<WriteResult>;
-  upsertHost(host: HostRecord): Promise<void>;
+  /** Creates or updates the host's row; its connection error is left as it was. */
+  upsertHost(host: HostStatus): Promise<void>;
+  /** Sets (or, with null, clears) why the host's hypervisor connection is down. */
+  recordConnectionError(host: string, error: string | null): Promise<void>;
   listHosts(): Promise<HostRecord[]>;
   /** Why writes cannot commit right now (disk full, database gone), or null while they do. */
   readonly writeFailure: StoreError | null;

@@ -31,6 +31,7 @@ import type {
   ChangeRecord,
   ChangesPage,
   HostRecord,
+  HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
@@ -79,6 +80,7 @@ interface HostRow {
   connected: boolean;
   last_seen_at: number;
   last_reconcile_at: number | null;
+  connection_error: string | null;
 }
 
 interface ChangeRow {
@@ -295,7 +297,7 @@ export class PostgresStore implements Store {
     return unsubscribe;
   }
 
-  async upsertHost(host: HostRecord): Promise<void> {
+  async upsertHost(host: HostStatus): Promise<void> {
     await this.read(
       () => this.sql`
         INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
@@ -306,6 +308,13 @@ export class PostgresStore implements Store {
           connected = excluded.connected,
           last_seen_at = excluded.last_seen_at,
           last_reconcile_at = excluded.last_reconcile_at`,
+    );
+  }
+
+  async recordConnectionError(host: string, error: string | null): Promise<void> {
+    await this.read(
+      () => this.sql`
+        UPDATE hosts SET connection_error = ${error}::text WHERE name = ${host}::text`,
     );
   }
 
@@ -579,6 +588,7 @@ function hostFromRow(row: HostRow): HostRecord {
     connected: row.connected,
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
+    connectionError: row.connection_error,
   };
 }
 

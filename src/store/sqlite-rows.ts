@@ -3,6 +3,7 @@
 import type {
   ChangeRecord,
   HostRecord,
+  HostStatus,
   InstanceFields,
   InstanceRecord,
   NewTransition,
@@ -76,6 +77,7 @@ export interface HostRow {
   connected: number;
   last_seen_at: number;
   last_reconcile_at: number | null;
+  connection_error: string | null;
 }
 
 // The casts below trust the database: only this module writes these columns, from typed records.
@@ -147,7 +149,7 @@ export function changeFromRow(row: ChangeRow): ChangeRecord {
   };
 }
 
-export function hostValues(host: HostRecord): SqlValue[] {
+export function hostValues(host: HostStatus): SqlValue[] {
   return [host.name, host.driver, host.connected ? 1 : 0, host.lastSeenAt, host.lastReconcileAt];
 }
 
@@ -158,5 +160,6 @@ export function hostFromRow(row: HostRow): HostRecord {
     connected: row.connected !== 0,
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
+    connectionError: row.connection_error,
   };
 }

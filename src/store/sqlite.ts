@@ -43,6 +43,7 @@ import type {
   ChangeRecord,
   ChangesPage,
   HostRecord,
+  HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
@@ -133,6 +134,7 @@ export class SqliteStore implements Store {
   private readonly selectHistory: Statement<[string, number, number], TransitionRow>;
   private readonly listStatements = new Map<string, Statement<SqlValue[], InstanceRow>>();
   private readonly upsertHostStatement: Statement<SqlValue[]>;
+  private readonly recordConnectionErrorStatement: Statement<[string | null, string]>;
   private readonly selectHosts: Statement<[], HostRow>;
   private readonly runBatch: Database.Transaction<
     (batch: readonly PendingWrite[], now: number, isolate: boolean) => BatchOutcome
@@ -207,6 +209,9 @@ export class SqliteStore implements Store {
          connected = excluded.connected,
          last_seen_at = excluded.last_seen_at,
          last_reconcile_at = excluded.last_reconcile_at`,
+    );
+    this.recordConnectionErrorStatement = db.prepare(
+      'UPDATE hosts SET connection_error = ? WHERE name = ?',
     );
     this.selectHosts = db.prepare('SELECT * FROM hosts ORDER BY name');
 
@@ -286,9 +291,17 @@ export class SqliteStore implements Store {
     return this.listeners.on(listener);
   }
 
-  async upsertHost(host: HostRecord): Promise<void> {
+  async upsertHost(host: HostStatus): Promise<void> {
+    this.hostWrite(() => this.upsertHostStatement.run(...hostValues(host)));
+  }
+
+  async recordConnectionError(host: string, error: string | null): Promise<void> {
+    this.hostWrite(() => this.recordConnectionErrorStatement.run(error, host));
+  }
+
+  private hostWrite(write: () => unknown): void {
     try {
-      this.guard(() => this.upsertHostStatement.run(...hostValues(host)));
+      this.guard(write);
     } catch (error) {
       if (error instanceof StoreError && error.code !== 'closed') this.writeHealth.failed(error);
       throw error;

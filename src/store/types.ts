@@ -119,7 +119,15 @@ export interface HostRecord {
   readonly connected: boolean;
   readonly lastSeenAt: number;
   readonly lastReconcileAt: number | null;
+  /**
+   * Why the hypervisor connection is down: the last failed reconnect's reason (wrong URI,
+   * permission denied...), or how it dropped. Null while connected.
+   */
+  readonly connectionError: string | null;
 }
+
+/** What an engine reports of its host; the connection error is recorded on its own. */
+export type HostStatus = Omit<HostRecord, 'connectionError'>;
 
 export interface InstanceFilter {
   readonly host?: string;
