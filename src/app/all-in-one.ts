@@ -16,6 +16,7 @@ import {
   type ReadinessPort,
 } from '../server/index.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
+import { ConnectionErrorRecorder } from './connection-error.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
 
@@ -27,6 +28,8 @@ export interface ServiceConfig {
   readonly listen: string;
   readonly policy: Policy;
   readonly reconcileIntervalMs: number;
+  /** Poll the hypervisor this often instead of listening to its events (none: events). */
+  readonly pollIntervalMs?: number;
   readonly token?: string;
   /** Watch streams served at once (the API's default when absent). */
   readonly maxWatchers?: number;
@@ -73,7 +76,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     // A bearer token travels in one header word: one with spaces in it could never match.
     throw new ServerError('invalid-option', 'the API token must be one word, without spaces');
   }
-  const chosen = await chooseHypervisor(config.hypervisor, logger);
+  const connectionErrors = new ConnectionErrorRecorder(logger);
+  const chosen = await chooseHypervisor(config.hypervisor, logger, {
+    onConnectionError: connectionErrors.report,
+    pollIntervalMs: config.pollIntervalMs,
+  });
   const { driver, description, sim } = chosen;
   const db = chosen.db ?? config.db;
 
@@ -104,6 +111,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     await server.close();
     await engine?.stop();
     await driver.close();
+    await connectionErrors.settled();
     await store.close();
     sim?.close();
   };
@@ -201,6 +209,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     });
     await started.start();
     engine = started;
+    connectionErrors.attach(store, host);
     startup.signal.throwIfAborted();
     if (sim && chosen.ratePerSecond > 0) sim.startWorkload({ ratePerSecond: chosen.ratePerSecond });
     logger.info(

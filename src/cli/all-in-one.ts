@@ -20,6 +20,7 @@ interface AllInOneOptions {
   listen: string;
   policy: string;
   reconcileInterval: string;
+  pollInterval?: string;
   token?: string;
   tokenFile?: string;
   maxWatchers: string;
@@ -32,6 +33,14 @@ function positiveInteger(name: string, text: string): number {
     throw new InvalidArgumentError(
       `${name} must be a positive integer, got ${JSON.stringify(text)}`,
     );
+  }
+  return value;
+}
+
+function positiveNumber(name: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new InvalidArgumentError(`${name} must be a number > 0, got ${JSON.stringify(text)}`);
   }
   return value;
 }
@@ -180,6 +189,11 @@ export function registerAllInOne(program: Command): void {
       env.HVSYNC_RECONCILE_INTERVAL ?? '60',
     )
     .option(
+      '--poll-interval <seconds>',
+      'poll the hypervisor this often instead of using its events, for one without events (env HVSYNC_POLL_INTERVAL)',
+      env.HVSYNC_POLL_INTERVAL,
+    )
+    .option(
       '--token <token>',
       'require this bearer token on the API (env HVSYNC_TOKEN)',
       env.HVSYNC_TOKEN,
@@ -213,6 +227,11 @@ export function registerAllInOne(program: Command): void {
         listen: options.listen,
         policy: options.policy as Policy,
         reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
+        pollIntervalMs:
+          options.pollInterval === undefined
+            ? undefined
+            : positiveNumber('--poll-interval (or HVSYNC_POLL_INTERVAL)', options.pollInterval) *
+              1000,
         token: readToken(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
         logger,

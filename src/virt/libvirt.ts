@@ -34,8 +34,13 @@ export interface LibvirtDriverOptions extends Omit<ConnectOptions, 'uri'> {
   readonly reconnectMaxMs?: number;
   /** How often a graceful stop checks whether the guest is off yet. */
   readonly stopPollMs?: number;
-  /** Where reconnect failures and listener errors are logged. */
+  /** Where lost connections, each failed reconnect's reason and listener errors are logged. */
   readonly logger?: DriverLogger;
+  /**
+   * Told why the connection is down each time it drops or a reconnect fails, and null once it
+   * is back: what a host's record shows as its connection error.
+   */
+  readonly onConnectionError?: (reason: string | null) => void;
 }
 
 /** Domains asked about in one stats call; far below libvirt's 16 384-domain limit. */
@@ -101,6 +106,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private closing = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelayMs: number;
+  private lastConnectionError: string | null = null;
 
   constructor(private readonly options: LibvirtDriverOptions = {}) {
     this.uri = options.uri ?? DEFAULT_URI;
@@ -116,11 +122,21 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.client !== null && !this.client.closed;
   }
 
+  /** Why the connection is down: how it dropped or the last reconnect's failure; null when up. */
+  get connectionError(): string | null {
+    return this.lastConnectionError;
+  }
+
   /** Connects once; the first failure is the caller's to see. Later losses reconnect by themselves. */
   async connect(): Promise<void> {
     this.closing = false;
     if (this.connected) return;
-    await this.open();
+    try {
+      await this.open();
+    } catch (error) {
+      this.connectionDown(reasonOf(error));
+      throw error;
+    }
   }
 
   async close(): Promise<void> {
@@ -228,6 +244,7 @@ export class LibvirtDriver implements HypervisorDriver {
       reconnectMaxMs: _max,
       stopPollMs: _poll,
       logger: _logger,
+      onConnectionError: _onConnectionError,
       ...connect
     } = this.options;
     const client = await LibvirtClient.connect({
@@ -265,14 +282,22 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     this.client = client;
     this.reconnectDelayMs = this.options.reconnectMinMs ?? 500;
-    client.onClose((reason, error) => {
+    if (this.lastConnectionError !== null) {
+      this.options.logger?.info({ uri: this.uri }, `reconnected to libvirt at ${this.uri}`);
+      this.lastConnectionError = null;
+      this.tellConnectionError(null);
+    }
+    client.onClose((closeReason, error) => {
       if (this.client !== client) return;
       this.client = null;
-      this.emit({
-        kind: 'disconnected',
-        reason: error ? `${reason}: ${error.message}` : reason,
-        observedAt: Date.now(),
-      });
+      const reason = error ? `${closeReason}: ${error.message}` : closeReason;
+      this.connectionDown(reason);
+      this.options.logger?.warn(
+        { uri: this.uri, reason, retryInMs: this.reconnectDelayMs },
+        `lost the connection to libvirt at ${this.uri} (${reason}); ` +
+          `reconnecting in ${this.reconnectDelayMs / 1000} s`,
+      );
+      this.emit({ kind: 'disconnected', reason, observedAt: Date.now() });
       this.scheduleReconnect();
     });
     this.emit({ kind: 'connected', observedAt: Date.now() });
@@ -283,8 +308,32 @@ export class LibvirtDriver implements HypervisorDriver {
     const delay = this.reconnectDelayMs;
     this.reconnectDelayMs = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
     this.reconnectTimer = setTimeout(() => {
-      this.open().catch(() => this.scheduleReconnect());
+      this.open().catch((error: unknown) => {
+        if (this.closing) return;
+        const reason = reasonOf(error);
+        this.connectionDown(reason);
+        this.options.logger?.warn(
+          { uri: this.uri, reason, retryInMs: this.reconnectDelayMs },
+          `reconnecting to libvirt at ${this.uri} failed (${reason}); ` +
+            `retrying in ${this.reconnectDelayMs / 1000} s`,
+        );
+        this.scheduleReconnect();
+      });
     }, delay);
+  }
+
+  private connectionDown(reason: string): void {
+    this.lastConnectionError = reason;
+    this.tellConnectionError(reason);
+  }
+
+  private tellConnectionError(reason: string | null): void {
+    try {
+      this.options.onConnectionError?.(reason);
+    } catch (error) {
+      // The hook failing must not stop the reconnect loop.
+      this.options.logger?.error({ err: error }, 'onConnectionError hook threw');
+    }
   }
 
   private emit(event: DriverEvent): void {
@@ -338,4 +387,8 @@ function mapError(error: unknown): DriverError {
   return new DriverError('failed', error instanceof Error ? error.message : String(error), {
     cause: error,
   });
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
