@@ -53,7 +53,7 @@ function nonNegative(name: string, text: string): number {
   return value;
 }
 
-export function createLogger(level: string): Logger {
+function createLogger(level: string): Logger {
   // People at a terminal get readable lines; everything else gets JSON, one object a line.
   return process.stdout.isTTY
     ? pino({

@@ -105,17 +105,6 @@ export const ListDomainsFlags = {
   SHUTOFF: 64,
 } as const;
 
-/** virDomainUndefineFlags worth naming. */
-export const UndefineFlags = {
-  MANAGED_SAVE: 1,
-  SNAPSHOTS_METADATA: 2,
-  NVRAM: 4,
-  CHECKPOINTS_METADATA: 32,
-} as const;
-
-/** virDomainShutdownFlagValues / virDomainRebootFlagValues. */
-export const ShutdownFlags = { DEFAULT: 0, ACPI: 1, GUEST_AGENT: 2 } as const;
-
 /** virConnectCloseReason, as the daemon's connection-closed message carries it. */
 const DAEMON_CLOSE_REASONS = ['error', 'eof', 'keepalive', 'client'] as const;
 

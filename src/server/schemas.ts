@@ -7,7 +7,7 @@ import { RECORDED_POWER_STATES, TASK_STATES, TRANSITION_CAUSES, VM_STATES } from
 export const UUID_PATTERN =
   '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
 
-export const MAX_PAGE = 1000;
+const MAX_PAGE = 1000;
 export const DEFAULT_PAGE = 100;
 
 const uuid = { type: 'string', pattern: UUID_PATTERN, description: 'instance UUID' } as const;

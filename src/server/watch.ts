@@ -94,12 +94,12 @@ export interface WatchHooks {
 }
 
 /** One SSE message. `data` is JSON on one line, so no `data:` continuation lines are needed. */
-export function sseEvent(event: string, data: unknown, id?: number): string {
+function sseEvent(event: string, data: unknown, id?: number): string {
   const idLine = id === undefined ? '' : `id: ${id}\n`;
   return `${idLine}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
-export function sseComment(text: string): string {
+function sseComment(text: string): string {
   return `: ${text.replace(/[\r\n]+/g, ' ')}\n\n`;
 }
 
@@ -213,7 +213,7 @@ export class WatchHub {
 }
 
 /** Why a resume from `since` cannot be served, or null when it can. */
-export function refuseResume(
+function refuseResume(
   since: number,
   bounds: { readonly oldestRevision: number; readonly latestRevision: number },
 ): ApiError | null {
@@ -244,7 +244,7 @@ interface StreamHooks {
   readonly onError: (error: unknown) => void;
 }
 
-export class WatchStream {
+class WatchStream {
   /** The response body. */
   readonly output = new PassThrough();
   /** Closes the client's connection; set by whoever serves the stream. */

@@ -54,7 +54,7 @@ export interface PostgresStoreOptions extends StoreOptions {
 }
 
 /** The channel every writing transaction notifies on commit, with its last revision. */
-export const CHANGES_CHANNEL = 'hvsync_changes';
+const CHANGES_CHANNEL = 'hvsync_changes';
 
 const DEFAULT_MAX_CONNECTIONS = 4;
 

@@ -82,7 +82,7 @@ export function powerStateOf(state: DomainStateInfo): ObservedInstance['powerSta
 }
 
 /** Maps one libvirt lifecycle message; null for an event type newer than this code. */
-export function mapLifecycle(message: LifecycleEventMessage): DriverEvent | null {
+function mapLifecycle(message: LifecycleEventMessage): DriverEvent | null {
   if (typeof message.event === 'number') return null;
   const transition: Transition = message.event;
   return {

@@ -35,7 +35,7 @@ export interface SimTiming {
   stopTimeoutMs: number;
 }
 
-export const DEFAULT_SIM_TIMING: Readonly<SimTiming> = {
+const DEFAULT_SIM_TIMING: Readonly<SimTiming> = {
   actionLatencyMs: 1,
   callLatencyMs: 0,
   shutdownGapMs: 5,
@@ -61,7 +61,7 @@ export interface SimFaults {
   actionFailRate: number;
 }
 
-export function noFaults(): SimFaults {
+function noFaults(): SimFaults {
   return {
     dropEventRate: 0,
     eventDelayMs: [0, 0],
@@ -95,7 +95,7 @@ export type WorkloadAction =
 /** Relative weights; actions left out (or weighted 0) never happen. */
 export type WorkloadMix = Partial<Record<WorkloadAction, number>>;
 
-export const DEFAULT_WORKLOAD_MIX: Readonly<WorkloadMix> = {
+const DEFAULT_WORKLOAD_MIX: Readonly<WorkloadMix> = {
   guestShutdown: 3,
   outOfBandStart: 3,
   hardReboot: 1,
@@ -118,7 +118,7 @@ export interface WorkloadOptions {
   readonly leaveActedOnMs?: number;
 }
 
-export const DEFAULT_LEAVE_ACTED_ON_MS = 60_000;
+const DEFAULT_LEAVE_ACTED_ON_MS = 60_000;
 
 export interface SimStats {
   /** Changes made to the world, out of band or by a driver action. */
