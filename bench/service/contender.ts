@@ -42,7 +42,7 @@ async function startHvsync(
   config: Extract<ContenderConfig, { kind: 'service' | 'engine' }>,
 ): Promise<{ contender: Contender; instances: number }> {
   const { pino } = await import('pino');
-  const { startService } = await import('../../src/server/service.ts');
+  const { startService } = await import('../../src/app/index.ts');
   const { openSqliteStore } = await import('../../src/store/index.ts');
   const { SyncEngine } = await import('../../src/sync/index.ts');
   const { LibvirtDriver } = await import('../../src/virt/index.ts');

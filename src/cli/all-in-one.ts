@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Logger } from 'pino';
 // Types only: the service's stack loads inside the action, so other commands start fast.
-import type { HypervisorChoice } from '../server/service.ts';
+import type { HypervisorChoice } from '../app/index.ts';
 import type { Policy } from '../model/index.ts';
 
 /**
@@ -25,6 +25,7 @@ interface AllInOneOptions {
   listen: string;
   policy: string;
   reconcileInterval: string;
+  pollInterval?: string;
   token?: string;
   tokenFile?: string;
   maxWatchers: string;
@@ -37,6 +38,14 @@ function positiveInteger(name: string, text: string): number {
     throw new InvalidArgumentError(
       `${name} must be a positive integer, got ${JSON.stringify(text)}`,
     );
+  }
+  return value;
+}
+
+function positiveNumber(name: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new InvalidArgumentError(`${name} must be a number > 0, got ${JSON.stringify(text)}`);
   }
   return value;
 }
@@ -186,6 +195,11 @@ export function registerAllInOne(program: Command): void {
       env.HVSYNC_RECONCILE_INTERVAL ?? '60',
     )
     .option(
+      '--poll-interval <seconds>',
+      'poll the hypervisor this often instead of using its events, for one without events (env HVSYNC_POLL_INTERVAL)',
+      env.HVSYNC_POLL_INTERVAL,
+    )
+    .option(
       '--token <token>',
       'require this bearer token on the API (env HVSYNC_TOKEN)',
       env.HVSYNC_TOKEN,
@@ -219,6 +233,11 @@ export function registerAllInOne(program: Command): void {
         listen: options.listen,
         policy: options.policy as Policy,
         reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
+        pollIntervalMs:
+          options.pollInterval === undefined
+            ? undefined
+            : positiveNumber('--poll-interval (or HVSYNC_POLL_INTERVAL)', options.pollInterval) *
+              1000,
         token: readToken(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
         logger,
@@ -235,7 +254,7 @@ export function registerAllInOne(program: Command): void {
       const onSigterm = (): void => onSignal('SIGTERM');
       process.once('SIGINT', onSigint);
       process.once('SIGTERM', onSigterm);
-      const { startService } = await import('../server/service.ts');
+      const { startService } = await import('../app/index.ts');
       let service: Awaited<ReturnType<typeof startService>>;
       try {
         service = await startService({ ...config, signal: startup.signal });

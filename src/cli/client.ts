@@ -343,7 +343,7 @@ export interface SseMessage {
 }
 
 /** Incremental Server-Sent Events parser (the subset of the spec that matters here). */
-export class SseParser {
+class SseParser {
   private buffer = '';
   private event = '';
   private data: string[] = [];

@@ -21,13 +21,13 @@ export interface EventLine {
 }
 
 /** The line virsh would print, `virsh event --all --loop --timestamp` style. */
-export function formatHuman(line: EventLine): string {
+function formatHuman(line: EventLine): string {
   const stamp = line.time.replace('T', ' ').replace('Z', '+0000');
   if (line.type === 'reboot') return `${stamp}: event 'reboot' for domain '${line.domain.name}'`;
   return `${stamp}: event 'lifecycle' for domain '${line.domain.name}': ${capitalize(line.event)} ${capitalize(line.detail ?? '')}`;
 }
 
-export function lifecycleLine(message: LifecycleEventMessage): EventLine {
+function lifecycleLine(message: LifecycleEventMessage): EventLine {
   return {
     time: new Date(message.receivedAt).toISOString(),
     type: 'lifecycle',

@@ -68,13 +68,14 @@ export function historyTable(transitions: readonly ApiTransition[]): string {
 
 export function hostsTable(hosts: readonly ApiHost[]): string {
   return table(
-    ['NAME', 'DRIVER', 'CONNECTED', 'LAST SEEN', 'LAST RECONCILE'],
+    ['NAME', 'DRIVER', 'CONNECTED', 'LAST SEEN', 'LAST RECONCILE', 'CONNECTION ERROR'],
     hosts.map((h) => [
       h.name,
       h.driver,
       h.connected ? 'yes' : 'no',
       h.lastSeenAt,
       dash(h.lastReconcileAt),
+      dash(h.connectionError),
     ]),
   );
 }

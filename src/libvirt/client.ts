@@ -1,6 +1,7 @@
 // A libvirt RPC client in Node's event loop: one socket carries calls, replies, events and
 // keepalives, so there is no event thread, no self-pipe and no second connection for events.
 import { createConnection, type Socket } from 'node:net';
+import { Emitter, type ListenerErrorHook } from '../lib/index.ts';
 import {
   eventDetailName,
   eventName,
@@ -53,6 +54,8 @@ export interface ConnectOptions {
   readonly keepaliveIntervalMs?: number;
   /** Unanswered PINGs tolerated before closing with reason `keepalive`. Default 5. */
   readonly keepaliveCount?: number;
+  /** Told when an event or close listener throws (default: a process warning). */
+  readonly onListenerError?: ListenerErrorHook;
 }
 
 export interface LifecycleEventMessage {
@@ -102,17 +105,6 @@ export const ListDomainsFlags = {
   SHUTOFF: 64,
 } as const;
 
-/** virDomainUndefineFlags worth naming. */
-export const UndefineFlags = {
-  MANAGED_SAVE: 1,
-  SNAPSHOTS_METADATA: 2,
-  NVRAM: 4,
-  CHECKPOINTS_METADATA: 32,
-} as const;
-
-/** virDomainShutdownFlagValues / virDomainRebootFlagValues. */
-export const ShutdownFlags = { DEFAULT: 0, ACPI: 1, GUEST_AGENT: 2 } as const;
-
 /** virConnectCloseReason, as the daemon's connection-closed message carries it. */
 const DAEMON_CLOSE_REASONS = ['error', 'eof', 'keepalive', 'client'] as const;
 
@@ -121,10 +113,11 @@ export class LibvirtClient {
   private readonly socket: Socket;
   private readonly decoder = new FrameDecoder();
   private readonly pending = new Map<number, PendingCall>();
-  private readonly lifecycleListeners = new Set<Listener<LifecycleEventMessage>>();
-  private readonly rebootListeners = new Set<Listener<RebootEventMessage>>();
-  private readonly closeListeners = new Set<(reason: CloseReason, error?: Error) => void>();
-  private readonly daemonCloseListeners = new Set<Listener<string | number>>();
+  // One listener's bug must not cost the others their events or kill the connection.
+  private readonly lifecycleListeners: Emitter<[LifecycleEventMessage]>;
+  private readonly rebootListeners: Emitter<[RebootEventMessage]>;
+  private readonly closeListeners: Emitter<[reason: CloseReason, error?: Error]>;
+  private readonly daemonCloseListeners: Emitter<[string | number]>;
   private readonly callTimeoutMs: number;
   private nextSerial = 1;
   private closedWith: { reason: CloseReason; error?: Error } | null = null;
@@ -132,10 +125,19 @@ export class LibvirtClient {
   private lastHeardAt = Date.now();
   private unansweredPings = 0;
 
-  private constructor(socket: Socket, uri: string, callTimeoutMs: number) {
+  private constructor(
+    socket: Socket,
+    uri: string,
+    callTimeoutMs: number,
+    onListenerError: ListenerErrorHook | undefined,
+  ) {
     this.socket = socket;
     this.uri = uri;
     this.callTimeoutMs = callTimeoutMs;
+    this.lifecycleListeners = new Emitter(onListenerError);
+    this.rebootListeners = new Emitter(onListenerError);
+    this.closeListeners = new Emitter(onListenerError);
+    this.daemonCloseListeners = new Emitter(onListenerError);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error) => this.terminate('error', error));
     socket.on('close', () => this.terminate('eof'));
@@ -147,7 +149,12 @@ export class LibvirtClient {
     const resolved = resolveUri(uri);
     const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     const socket = await openSocket(resolved.endpoint, connectTimeoutMs);
-    const client = new LibvirtClient(socket, uri, options.callTimeoutMs ?? 30_000);
+    const client = new LibvirtClient(
+      socket,
+      uri,
+      options.callTimeoutMs ?? 30_000,
+      options.onListenerError,
+    );
     try {
       await client.handshake(resolved.name, connectTimeoutMs);
     } catch (error) {
@@ -165,13 +172,11 @@ export class LibvirtClient {
   // ---- notifications ---------------------------------------------------------------------
 
   onLifecycle(listener: Listener<LifecycleEventMessage>): () => void {
-    this.lifecycleListeners.add(listener);
-    return () => this.lifecycleListeners.delete(listener);
+    return this.lifecycleListeners.on(listener);
   }
 
   onReboot(listener: Listener<RebootEventMessage>): () => void {
-    this.rebootListeners.add(listener);
-    return () => this.rebootListeners.delete(listener);
+    return this.rebootListeners.on(listener);
   }
 
   /** Called once when the connection ends, whoever ended it. */
@@ -181,14 +186,12 @@ export class LibvirtClient {
       queueMicrotask(() => listener(reason, error));
       return () => {};
     }
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.closeListeners.on(listener);
   }
 
   /** The daemon's own word that it is closing this connection (before the socket drops). */
   onDaemonClose(listener: Listener<string | number>): () => void {
-    this.daemonCloseListeners.add(listener);
-    return () => this.daemonCloseListeners.delete(listener);
+    return this.daemonCloseListeners.on(listener);
   }
 
   // ---- typed calls -----------------------------------------------------------------------
@@ -457,17 +460,20 @@ export class LibvirtClient {
           detailCode: m.detail,
           receivedAt,
         };
-        return notify(this.lifecycleListeners, message);
+        this.lifecycleListeners.emit(message);
+        return;
       }
       case Proc.DOMAIN_EVENT_CALLBACK_REBOOT: {
         const m = readRebootMessage(new XdrReader(body));
-        return notify(this.rebootListeners, { domain: m.domain, receivedAt });
+        this.rebootListeners.emit({ domain: m.domain, receivedAt });
+        return;
       }
       case Proc.CONNECT_EVENT_CONNECTION_CLOSED: {
         const reader = new XdrReader(body);
         const reason = reader.i32();
         reader.end('connection closed event');
-        return notify(this.daemonCloseListeners, DAEMON_CLOSE_REASONS[reason] ?? reason);
+        this.daemonCloseListeners.emit(DAEMON_CLOSE_REASONS[reason] ?? reason);
+        return;
       }
       default:
         return; // an event we did not register for, or one newer than us
@@ -551,13 +557,7 @@ export class LibvirtClient {
       call.reject(failure);
     }
     this.pending.clear();
-    for (const listener of this.closeListeners) {
-      try {
-        listener(reason, error);
-      } catch {
-        // A listener's failure must not stop the others from hearing about the close.
-      }
-    }
+    this.closeListeners.emit(reason, error);
     this.closeListeners.clear();
   }
 }
@@ -577,16 +577,6 @@ function describeState(stateCode: number, reasonCode: number): DomainStateInfo {
     stateCode,
     reasonCode,
   };
-}
-
-function notify<T>(listeners: Set<Listener<T>>, value: T): void {
-  for (const listener of listeners) {
-    try {
-      listener(value);
-    } catch {
-      // One listener's bug must not cost the others their events or kill the connection.
-    }
-  }
 }
 
 function openSocket(endpoint: Endpoint, timeoutMs: number): Promise<Socket> {

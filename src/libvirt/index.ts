@@ -1,8 +1,6 @@
 export {
   LibvirtClient,
   ListDomainsFlags,
-  ShutdownFlags,
-  UndefineFlags,
   type CloseReason,
   type ConnectOptions,
   type DomainStateInfo,

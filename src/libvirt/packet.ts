@@ -26,8 +26,8 @@ export const KeepaliveProc = { PING: 1, PONG: 2 } as const;
 export const HEADER_BYTES = 24;
 const LENGTH_BYTES = 4;
 /** VIR_NET_MESSAGE_MAX: the largest message libvirt sends, not counting the length word. */
-export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
-export const MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + LENGTH_BYTES;
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+const MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + LENGTH_BYTES;
 const MIN_FRAME_BYTES = LENGTH_BYTES + HEADER_BYTES;
 
 export interface PacketHeader {

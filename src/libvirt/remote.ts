@@ -67,7 +67,7 @@ export interface Domain {
   readonly id: number;
 }
 
-export function uuidToString(bytes: Buffer): string {
+function uuidToString(bytes: Buffer): string {
   const hex = bytes.toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
@@ -112,7 +112,7 @@ export function readRemoteError(r: XdrReader): RemoteErrorFields {
 export type TypedParamValue = number | bigint | boolean | string;
 
 /** remote_typed_param: a named value in a tagged union. */
-export function readTypedParam(r: XdrReader): [string, TypedParamValue] {
+function readTypedParam(r: XdrReader): [string, TypedParamValue] {
   const field = r.string(Limit.STRING, 'typed parameter name');
   const type = r.i32();
   switch (type) {
@@ -159,7 +159,7 @@ export function readDomainList(r: XdrReader): Domain[] {
   return r.array(Limit.DOMAIN_LIST, MIN_DOMAIN_BYTES, readDomain, 'domain list');
 }
 
-export interface LifecycleMessage {
+interface LifecycleMessage {
   readonly callbackId: number;
   readonly domain: Domain;
   readonly event: number;
@@ -175,7 +175,7 @@ export function readLifecycleMessage(r: XdrReader): LifecycleMessage {
   return { callbackId, domain, event, detail };
 }
 
-export interface RebootMessage {
+interface RebootMessage {
   readonly callbackId: number;
   readonly domain: Domain;
 }

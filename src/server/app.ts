@@ -5,7 +5,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
-import type { InstanceFilter, Store } from '../store/types.ts';
+import type { InstanceFilter, ReadStore } from '../store/index.ts';
 import { bearerTokenCheck } from './auth.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
@@ -41,7 +41,7 @@ import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
 export interface ServerOptions {
-  readonly store: Store;
+  readonly store: ReadStore;
   readonly actions: ActionPort;
   readonly readiness: ReadinessPort;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */

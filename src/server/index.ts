@@ -1,6 +1,6 @@
 export { buildServer } from './app.ts';
 export type { ServerOptions } from './app.ts';
-export { checkListen, formatAddress, isLoopback, listen, parseListen } from './listen.ts';
+export { checkListen, isLoopback, listen, parseListen } from './listen.ts';
 export type { ListenAddress, Listening } from './listen.ts';
 export { serverMetrics } from './metrics.ts';
 export type { ServerMetrics } from './metrics.ts';

@@ -63,7 +63,7 @@ export function checkListen(address: ListenAddress, tokenSet: boolean): void {
   );
 }
 
-export function formatAddress(address: ListenAddress): string {
+function formatAddress(address: ListenAddress): string {
   return isIP(address.host) === 6
     ? `[${address.host}]:${address.port}`
     : `${address.host}:${address.port}`;

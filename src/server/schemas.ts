@@ -13,7 +13,7 @@ import {
 export const UUID_PATTERN =
   '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
 
-export const MAX_PAGE = 1000;
+const MAX_PAGE = 1000;
 export const DEFAULT_PAGE = 100;
 
 const uuid = { type: 'string', pattern: UUID_PATTERN, description: 'instance UUID' } as const;
@@ -218,13 +218,21 @@ export const hostsSchema = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: ['name', 'driver', 'connected', 'lastSeenAt', 'lastReconcileAt'],
+            required: [
+              'name',
+              'driver',
+              'connected',
+              'lastSeenAt',
+              'lastReconcileAt',
+              'connectionError',
+            ],
             properties: {
               name: { type: 'string' },
               driver: { type: 'string' },
               connected: { type: 'boolean' },
               lastSeenAt: isoTime,
               lastReconcileAt: nullable(isoTime),
+              connectionError: nullable({ type: 'string' }),
             },
           },
         },

@@ -8,7 +8,7 @@ import type {
   TransitionCause,
   VmState,
 } from '../model/index.ts';
-import type { InstanceRecord } from '../store/types.ts';
+import type { InstanceRecord } from '../store/index.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */
@@ -105,6 +105,8 @@ export interface ApiHost {
   readonly connected: boolean;
   readonly lastSeenAt: string;
   readonly lastReconcileAt: string | null;
+  /** Why the hypervisor connection is down (the last reconnect's failure); null while connected. */
+  readonly connectionError: string | null;
 }
 
 /** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */

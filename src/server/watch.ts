@@ -17,7 +17,8 @@
 // drop what they kept and read the log instead) until it fits. A burst that healthy clients
 // take at once costs nothing beyond its own bytes.
 import { PassThrough } from 'node:stream';
-import type { ChangeRecord, Store } from '../store/types.ts';
+import type { ReadStore } from '../store/index.ts';
+import type { ChangeRecord } from '../store/index.ts';
 import type { ApiError, ApiWatchError } from './types.ts';
 import { apiWatchEvent } from './wire.ts';
 
@@ -93,12 +94,12 @@ export interface WatchHooks {
 }
 
 /** One SSE message. `data` is JSON on one line, so no `data:` continuation lines are needed. */
-export function sseEvent(event: string, data: unknown, id?: number): string {
+function sseEvent(event: string, data: unknown, id?: number): string {
   const idLine = id === undefined ? '' : `id: ${id}\n`;
   return `${idLine}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
-export function sseComment(text: string): string {
+function sseComment(text: string): string {
   return `: ${text.replace(/[\r\n]+/g, ' ')}\n\n`;
 }
 
@@ -116,7 +117,7 @@ export class WatchHub {
   private windowBytes = 0;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: ReadStore,
     private readonly settings: WatchSettings,
     private readonly hooks: WatchHooks,
   ) {}
@@ -212,7 +213,7 @@ export class WatchHub {
 }
 
 /** Why a resume from `since` cannot be served, or null when it can. */
-export function refuseResume(
+function refuseResume(
   since: number,
   bounds: { readonly oldestRevision: number; readonly latestRevision: number },
 ): ApiError | null {
@@ -243,7 +244,7 @@ interface StreamHooks {
   readonly onError: (error: unknown) => void;
 }
 
-export class WatchStream {
+class WatchStream {
   /** The response body. */
   readonly output = new PassThrough();
   /** Closes the client's connection; set by whoever serves the stream. */
@@ -266,7 +267,7 @@ export class WatchStream {
   private roomWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly store: Store,
+    private readonly store: ReadStore,
     settings: WatchSettings,
     private readonly hooks: StreamHooks,
   ) {

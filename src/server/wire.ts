@@ -1,7 +1,7 @@
 // Store records to API v1 objects: the one place where epoch milliseconds become ISO strings and
 // store-internal fields (createdAt, taskStartedAt) are left out.
 import type { ActionName } from '../model/index.ts';
-import type { ChangeRecord, HostRecord, InstanceRecord, TransitionRecord } from '../store/types.ts';
+import type { ChangeRecord, HostRecord, InstanceRecord, TransitionRecord } from '../store/index.ts';
 import type { ApiHost, ApiInstance, ApiTask, ApiTransition, ApiWatchEvent } from './types.ts';
 
 export function isoTime(epochMs: number): string {
@@ -45,6 +45,7 @@ export function apiHost(host: HostRecord): ApiHost {
     connected: host.connected,
     lastSeenAt: isoTime(host.lastSeenAt),
     lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
+    connectionError: host.connectionError,
   };
 }
 

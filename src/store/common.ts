@@ -1,4 +1,4 @@
-// What both stores share beyond the interface: defaults, page limits, the listener loop.
+// What both stores share beyond the interface: defaults, page limits, retention, write health.
 import { StoreError } from './types.ts';
 import type { ChangeRecord, InstanceWrite } from './types.ts';
 
@@ -28,31 +28,6 @@ export function closedError(): StoreError {
 }
 
 export type ChangeListener = (changes: readonly ChangeRecord[]) => void;
-
-/**
- * Calls every listener with `changes`; a throwing listener is counted and reported through
- * `onError`, and delivery to the others carries on. Returns how many threw.
- */
-export function deliver(
-  listeners: ReadonlySet<ChangeListener>,
-  changes: readonly ChangeRecord[],
-  onError: (error: unknown) => void,
-): number {
-  let thrown = 0;
-  for (const listener of [...listeners]) {
-    try {
-      listener(changes);
-    } catch (error) {
-      thrown++;
-      try {
-        onError(error);
-      } catch {
-        // A failing error hook must not stop delivery to the remaining listeners either.
-      }
-    }
-  }
-  return thrown;
-}
 
 /**
  * Retention: the revision up to which change rows are deleted after a commit that added

@@ -2,7 +2,8 @@
 // an SQLite file at that path.
 import { openPostgresStore } from './postgres.ts';
 import { openSqliteStore } from './sqlite.ts';
-import type { Store, StoreOptions } from './types.ts';
+import type { Store } from './ports.ts';
+import type { StoreOptions } from './types.ts';
 
 export function isPostgresUrl(db: string): boolean {
   return /^postgres(ql)?:\/\//i.test(db);

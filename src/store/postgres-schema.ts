@@ -73,6 +73,11 @@ export const PG_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'host connection error',
+    sql: `ALTER TABLE hosts ADD COLUMN connection_error text;`,
+  },
 ];
 
 /** Any fixed key shared by every hvsync process: the advisory lock migrations run under. */

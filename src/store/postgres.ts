@@ -14,27 +14,28 @@ import {
   HISTORY_PAGE,
   INSTANCE_PAGE,
   closedError,
-  deliver,
   describeWrite,
   pageSize,
   pruneCutoff,
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
+import { Emitter } from '../lib/index.ts';
 import { applyInRounds } from './postgres-batch.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow } from './sqlite-rows.ts';
 import type { InstanceRow } from './sqlite-rows.ts';
+import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
   ChangesPage,
   HostRecord,
+  HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  Store,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -51,7 +52,7 @@ export interface PostgresStoreOptions extends StoreOptions {
 }
 
 /** The channel every writing transaction notifies on commit, with its last revision. */
-export const CHANGES_CHANNEL = 'hvsync_changes';
+const CHANGES_CHANNEL = 'hvsync_changes';
 
 const DEFAULT_MAX_CONNECTIONS = 4;
 
@@ -77,6 +78,7 @@ interface HostRow {
   connected: boolean;
   last_seen_at: number;
   last_reconcile_at: number | null;
+  connection_error: string | null;
 }
 
 interface ChangeRow {
@@ -140,7 +142,6 @@ export class PostgresStore implements Store {
   private readonly maxChanges: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
-  private readonly onListenerError: (error: unknown) => void;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
 
@@ -149,7 +150,7 @@ export class PostgresStore implements Store {
   /** The batch being committed; one at a time, so local commits are delivered in order. */
   private flushing: Promise<void> | null = null;
   private closed = false;
-  private readonly listeners = new Set<ChangeListener>();
+  private readonly listeners: Emitter<[readonly ChangeRecord[]]>;
   private listening: Promise<unknown> | null = null;
   /** Serializes deliveries: local commits and catch-ups after other processes' notifications. */
   private delivery: Promise<void> = Promise.resolve();
@@ -176,7 +177,7 @@ export class PostgresStore implements Store {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
-    this.onListenerError = options.onListenerError ?? (() => {});
+    this.listeners = new Emitter(options.onListenerError);
     this.onFeedError = options.onFeedError ?? (() => {});
     this.writeHealth = new WriteHealth(options.onWriteHealth);
     this.deliveredUpTo = latestRevision;
@@ -280,8 +281,7 @@ export class PostgresStore implements Store {
    */
   subscribe(listener: ChangeListener): () => void {
     if (this.closed) throw closedError();
-    const entry: ChangeListener = (changes) => listener(changes);
-    this.listeners.add(entry);
+    const unsubscribe = this.listeners.on(listener);
     this.listening ??= this.sql
       .listen(
         CHANGES_CHANNEL,
@@ -292,12 +292,10 @@ export class PostgresStore implements Store {
         this.listening = null;
         this.onFeedError(error);
       });
-    return () => {
-      this.listeners.delete(entry);
-    };
+    return unsubscribe;
   }
 
-  async upsertHost(host: HostRecord): Promise<void> {
+  async upsertHost(host: HostStatus): Promise<void> {
     await this.read(
       () => this.sql`
         INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
@@ -308,6 +306,13 @@ export class PostgresStore implements Store {
           connected = excluded.connected,
           last_seen_at = excluded.last_seen_at,
           last_reconcile_at = excluded.last_reconcile_at`,
+    );
+  }
+
+  async recordConnectionError(host: string, error: string | null): Promise<void> {
+    await this.read(
+      () => this.sql`
+        UPDATE hosts SET connection_error = ${error}::text WHERE name = ${host}::text`,
     );
   }
 
@@ -554,7 +559,7 @@ export class PostgresStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
+    this.counters.listenerErrors += this.listeners.emit(changes);
   }
 }
 
@@ -581,6 +586,7 @@ function hostFromRow(row: HostRow): HostRecord {
     connected: row.connected,
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
+    connectionError: row.connection_error,
   };
 }
 

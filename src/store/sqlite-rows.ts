@@ -10,6 +10,7 @@ import type {
 import type {
   ChangeRecord,
   HostRecord,
+  HostStatus,
   InstanceFields,
   InstanceRecord,
   NewTransition,
@@ -78,6 +79,7 @@ export interface HostRow {
   connected: number;
   last_seen_at: number;
   last_reconcile_at: number | null;
+  connection_error: string | null;
 }
 
 // The casts below trust the database: only this module writes these columns, from typed records.
@@ -149,7 +151,7 @@ export function changeFromRow(row: ChangeRow): ChangeRecord {
   };
 }
 
-export function hostValues(host: HostRecord): SqlValue[] {
+export function hostValues(host: HostStatus): SqlValue[] {
   return [host.name, host.driver, host.connected ? 1 : 0, host.lastSeenAt, host.lastReconcileAt];
 }
 
@@ -160,5 +162,6 @@ export function hostFromRow(row: HostRow): HostRecord {
     connected: row.connected !== 0,
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
+    connectionError: row.connection_error,
   };
 }

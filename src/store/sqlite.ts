@@ -31,22 +31,22 @@ import {
   HISTORY_PAGE,
   INSTANCE_PAGE,
   closedError,
-  deliver,
   describeWrite,
   pageSize,
   pruneCutoff,
   WriteHealth,
 } from './common.ts';
-import type { ChangeListener } from './common.ts';
+import { Emitter } from '../lib/index.ts';
+import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
   ChangesPage,
   HostRecord,
+  HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  Store,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -105,12 +105,11 @@ export class SqliteStore implements Store {
   private readonly maxChanges: number;
   private readonly maxBatch: number;
   private readonly now: () => number;
-  private readonly onListenerError: (error: unknown) => void;
 
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
   private closed = false;
-  private readonly listeners = new Set<ChangeListener>();
+  private readonly listeners: Emitter<[readonly ChangeRecord[]]>;
   private readonly counters = {
     commits: 0,
     writes: 0,
@@ -135,6 +134,7 @@ export class SqliteStore implements Store {
   private readonly selectHistory: Statement<[string, number, number], TransitionRow>;
   private readonly listStatements = new Map<string, Statement<SqlValue[], InstanceRow>>();
   private readonly upsertHostStatement: Statement<SqlValue[]>;
+  private readonly recordConnectionErrorStatement: Statement<[string | null, string]>;
   private readonly selectHosts: Statement<[], HostRow>;
   private readonly runBatch: Database.Transaction<
     (batch: readonly PendingWrite[], now: number, isolate: boolean) => BatchOutcome
@@ -168,7 +168,7 @@ export class SqliteStore implements Store {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.now = options.now ?? Date.now;
-    this.onListenerError = options.onListenerError ?? (() => {});
+    this.listeners = new Emitter(options.onListenerError);
     this.writeHealth = new WriteHealth(options.onWriteHealth);
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
@@ -209,6 +209,9 @@ export class SqliteStore implements Store {
          connected = excluded.connected,
          last_seen_at = excluded.last_seen_at,
          last_reconcile_at = excluded.last_reconcile_at`,
+    );
+    this.recordConnectionErrorStatement = db.prepare(
+      'UPDATE hosts SET connection_error = ? WHERE name = ?',
     );
     this.selectHosts = db.prepare('SELECT * FROM hosts ORDER BY name');
 
@@ -285,17 +288,20 @@ export class SqliteStore implements Store {
 
   subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void {
     if (this.closed) throw closedError();
-    // Wrapped so that subscribing the same function twice gives two independent subscriptions.
-    const entry = (changes: readonly ChangeRecord[]): void => listener(changes);
-    this.listeners.add(entry);
-    return () => {
-      this.listeners.delete(entry);
-    };
+    return this.listeners.on(listener);
   }
 
-  async upsertHost(host: HostRecord): Promise<void> {
+  async upsertHost(host: HostStatus): Promise<void> {
+    this.hostWrite(() => this.upsertHostStatement.run(...hostValues(host)));
+  }
+
+  async recordConnectionError(host: string, error: string | null): Promise<void> {
+    this.hostWrite(() => this.recordConnectionErrorStatement.run(error, host));
+  }
+
+  private hostWrite(write: () => unknown): void {
     try {
-      this.guard(() => this.upsertHostStatement.run(...hostValues(host)));
+      this.guard(write);
     } catch (error) {
       if (error instanceof StoreError && error.code !== 'closed') this.writeHealth.failed(error);
       throw error;
@@ -510,7 +516,7 @@ export class SqliteStore implements Store {
   }
 
   private notify(changes: readonly ChangeRecord[]): void {
-    this.counters.listenerErrors += deliver(this.listeners, changes, this.onListenerError);
+    this.counters.listenerErrors += this.listeners.emit(changes);
   }
 }
 

@@ -99,7 +99,15 @@ export interface HostRecord {
   readonly connected: boolean;
   readonly lastSeenAt: number;
   readonly lastReconcileAt: number | null;
+  /**
+   * Why the hypervisor connection is down: the last failed reconnect's reason (wrong URI,
+   * permission denied...), or how it dropped. Null while connected.
+   */
+  readonly connectionError: string | null;
 }
+
+/** What an engine reports of its host; the connection error is recorded on its own. */
+export type HostStatus = Omit<HostRecord, 'connectionError'>;
 
 export interface InstanceFilter {
   readonly host?: string;
@@ -113,29 +121,6 @@ export interface InstanceFilter {
   readonly after?: string;
 }
 
-export interface Store {
-  getInstance(uuid: string): Promise<InstanceRecord | null>;
-  listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
-  /** Conditional write. Writes arriving together are committed in one transaction. */
-  write(write: InstanceWrite): Promise<WriteResult>;
-  /** Transitions of one instance, newest first. */
-  history(
-    uuid: string,
-    options?: { limit?: number; beforeId?: number },
-  ): Promise<TransitionRecord[]>;
-  /** Changes with revision > `since`, oldest first. */
-  changesSince(since: number, limit?: number): Promise<ChangesPage>;
-  /** Called after each commit with the changes it made, in revision order. */
-  subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
-  upsertHost(host: HostRecord): Promise<void>;
-  listHosts(): Promise<HostRecord[]>;
-  /** Why writes cannot commit right now (disk full, database gone), or null while they do. */
-  readonly writeFailure: StoreError | null;
-  readonly stats: StoreStats;
-  /** Commits what is pending, then closes. */
-  close(): Promise<void>;
-}
-
 /** Options both stores take. */
 export interface StoreOptions {
   /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */
@@ -144,7 +129,7 @@ export interface StoreOptions {
   readonly maxBatch?: number;
   /** Epoch-ms clock for timestamps. Default Date.now. */
   readonly now?: () => number;
-  /** Told when a subscriber throws; the store and the other subscribers carry on regardless. */
+  /** Told when a subscriber throws (default: a process warning); the others carry on regardless. */
   readonly onListenerError?: (error: unknown) => void;
   /**
    * Told when writes start failing (the error) and when they succeed again (null): a write

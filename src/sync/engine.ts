@@ -6,7 +6,7 @@
 // → the pass (confirm, decide, write) → the store. This file only composes the parts and keeps
 // the connection state they share.
 import type { ActionName, Policy } from '../model/index.ts';
-import type { Store } from '../store/index.ts';
+import type { EngineStore } from '../store/index.ts';
 import type { DriverEvent, HypervisorDriver, LifecycleEvent } from '../virt/index.ts';
 import { confirm } from './confirm.ts';
 import type { ConfirmDeps } from './confirm.ts';
@@ -31,7 +31,7 @@ import { recordWriter } from './write.ts';
 export class SyncEngine {
   readonly policy: Policy;
   private readonly driver: HypervisorDriver;
-  private readonly store: Store;
+  private readonly store: EngineStore;
   private readonly reconcileIntervalMs: number;
   private readonly log: SyncLogger;
   private readonly counters: Counters = newCounters();

@@ -1,7 +1,7 @@
 // One pass for one instance: read the record, confirm the state with the hypervisor, decide,
 // write (or start enforcement's task). The queue runs at most one pass per instance at a time.
 import type { Policy } from '../model/index.ts';
-import type { InstanceRecord, NewTransition, Store } from '../store/index.ts';
+import type { InstanceRecord, NewTransition, EngineStore } from '../store/index.ts';
 import type { LifecycleEvent, ObservedInstance } from '../virt/index.ts';
 import { present } from './confirm.ts';
 import type { Confirmed } from './confirm.ts';
@@ -59,7 +59,7 @@ export function mergeWork(older: Work, newer: Work): Work {
 }
 
 export interface PassDeps {
-  readonly store: Store;
+  readonly store: EngineStore;
   readonly policy: Policy;
   readonly counters: Counters;
   readonly log: SyncLogger;

@@ -4,7 +4,7 @@
 // host. Runs at start, after a reconnect that may have lost events, and periodically.
 import { performance } from 'node:perf_hooks';
 import type { Policy } from '../model/index.ts';
-import type { InstanceRecord, Store } from '../store/index.ts';
+import type { InstanceRecord, EngineStore } from '../store/index.ts';
 import type { HypervisorDriver } from '../virt/index.ts';
 import { withTimeout } from './calls.ts';
 import type { PassOutcome, Work } from './pass.ts';
@@ -16,7 +16,7 @@ const PAGE = 1_000;
 
 export interface ReconcileDeps {
   readonly driver: HypervisorDriver;
-  readonly store: Store;
+  readonly store: EngineStore;
   readonly callTimeoutMs: number;
   /** The deployment's policy; a record's own overrides it. */
   readonly policy: Policy;

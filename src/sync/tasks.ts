@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks';
 import { ACTION_RULES, actionShows, checkAction, vmStateAfterTask } from '../model/index.ts';
 import type { ActionName, RecordedPowerState } from '../model/index.ts';
-import type { InstanceRecord, NewTransition, Store } from '../store/index.ts';
+import type { InstanceRecord, NewTransition, EngineStore } from '../store/index.ts';
 import { DriverError } from '../virt/index.ts';
 import type { HypervisorDriver, LifecycleEvent } from '../virt/index.ts';
 import { errorText, isTimeout, withTimeout } from './calls.ts';
@@ -17,7 +17,7 @@ import type { WriteRecord } from './write.ts';
 
 export interface TaskDeps {
   readonly driver: HypervisorDriver;
-  readonly store: Store;
+  readonly store: EngineStore;
   readonly taskTimeoutMs: number;
   readonly counters: Counters;
   readonly log: SyncLogger;

@@ -8,7 +8,7 @@ import type {
   TransitionCause,
   VmState,
 } from '../model/index.ts';
-import type { InstanceRecord, Store } from '../store/index.ts';
+import type { InstanceRecord, EngineStore } from '../store/index.ts';
 import type { HypervisorDriver, Transition } from '../virt/index.ts';
 
 export type SyncErrorCode =
@@ -54,7 +54,7 @@ export interface CommitInfo {
 
 export interface SyncEngineOptions {
   readonly driver: HypervisorDriver;
-  readonly store: Store;
+  readonly store: EngineStore;
   /** This host's name in the store; default: what the driver says. */
   readonly host?: string;
   readonly policy?: Policy;

@@ -1,11 +1,11 @@
 // The one door to the store for the engine's parts: a conditional write, counted, and when it
 // records a transition, reported as a commit (detection latency for metrics, a debug line).
-import type { InstanceWrite, Store, WriteResult } from '../store/index.ts';
+import type { InstanceWrite, EngineStore, WriteResult } from '../store/index.ts';
 import type { LifecycleEvent } from '../virt/index.ts';
 import type { CommitInfo, Counters, SyncLogger } from './types.ts';
 
 export interface WriteDeps {
-  readonly store: Store;
+  readonly store: EngineStore;
   readonly counters: Counters;
   readonly log: SyncLogger;
   readonly now: () => number;

@@ -14,10 +14,12 @@ import {
   type DomainStateInfo,
   type LifecycleEventMessage,
 } from '../libvirt/index.ts';
+import { Emitter, type ListenerErrorHook } from '../lib/index.ts';
 import {
   DriverError,
   type DriverEvent,
   type DriverEventListener,
+  type DriverLogger,
   type HypervisorDriver,
   type ObservedInstance,
   type RebootOptions,
@@ -32,6 +34,13 @@ export interface LibvirtDriverOptions extends Omit<ConnectOptions, 'uri'> {
   readonly reconnectMaxMs?: number;
   /** How often a graceful stop checks whether the guest is off yet. */
   readonly stopPollMs?: number;
+  /** Where lost connections, each failed reconnect's reason and listener errors are logged. */
+  readonly logger?: DriverLogger;
+  /**
+   * Told why the connection is down each time it drops or a reconnect fails, and null once it
+   * is back: what a host's record shows as its connection error.
+   */
+  readonly onConnectionError?: (reason: string | null) => void;
 }
 
 /** Domains asked about in one stats call; far below libvirt's 16 384-domain limit. */
@@ -73,7 +82,7 @@ export function powerStateOf(state: DomainStateInfo): ObservedInstance['powerSta
 }
 
 /** Maps one libvirt lifecycle message; null for an event type newer than this code. */
-export function mapLifecycle(message: LifecycleEventMessage): DriverEvent | null {
+function mapLifecycle(message: LifecycleEventMessage): DriverEvent | null {
   if (typeof message.event === 'number') return null;
   const transition: Transition = message.event;
   return {
@@ -91,26 +100,43 @@ export class LibvirtDriver implements HypervisorDriver {
   readonly kind = 'libvirt';
   readonly uri: string;
   private client: LibvirtClient | null = null;
-  private readonly listeners = new Set<DriverEventListener>();
+  private readonly listeners: Emitter<[DriverEvent]>;
+  private readonly onListenerError: ListenerErrorHook | undefined;
   private pendingLookups = new Map<string, LookupWaiter[]>();
   private closing = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelayMs: number;
+  private lastConnectionError: string | null = null;
 
   constructor(private readonly options: LibvirtDriverOptions = {}) {
     this.uri = options.uri ?? DEFAULT_URI;
     this.reconnectDelayMs = options.reconnectMinMs ?? 500;
+    const logger = options.logger;
+    this.onListenerError =
+      options.onListenerError ??
+      (logger && ((err) => logger.error({ err }, 'a libvirt event listener threw')));
+    this.listeners = new Emitter(this.onListenerError);
   }
 
   get connected(): boolean {
     return this.client !== null && !this.client.closed;
   }
 
+  /** Why the connection is down: how it dropped or the last reconnect's failure; null when up. */
+  get connectionError(): string | null {
+    return this.lastConnectionError;
+  }
+
   /** Connects once; the first failure is the caller's to see. Later losses reconnect by themselves. */
   async connect(): Promise<void> {
     this.closing = false;
     if (this.connected) return;
-    await this.open();
+    try {
+      await this.open();
+    } catch (error) {
+      this.connectionDown(reasonOf(error));
+      throw error;
+    }
   }
 
   async close(): Promise<void> {
@@ -122,8 +148,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   registerEventListener(listener: DriverEventListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.on(listener);
   }
 
   async hostname(): Promise<string> {
@@ -218,9 +243,15 @@ export class LibvirtDriver implements HypervisorDriver {
       reconnectMinMs: _min,
       reconnectMaxMs: _max,
       stopPollMs: _poll,
+      logger: _logger,
+      onConnectionError: _onConnectionError,
       ...connect
     } = this.options;
-    const client = await LibvirtClient.connect({ ...connect, uri: this.uri });
+    const client = await LibvirtClient.connect({
+      ...connect,
+      uri: this.uri,
+      onListenerError: this.onListenerError,
+    });
     try {
       // Register before announcing the connection: the engine reconciles on `connected`, and
       // anything that changes after its listing must reach it as an event.
@@ -251,14 +282,22 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     this.client = client;
     this.reconnectDelayMs = this.options.reconnectMinMs ?? 500;
-    client.onClose((reason, error) => {
+    if (this.lastConnectionError !== null) {
+      this.options.logger?.info({ uri: this.uri }, `reconnected to libvirt at ${this.uri}`);
+      this.lastConnectionError = null;
+      this.tellConnectionError(null);
+    }
+    client.onClose((closeReason, error) => {
       if (this.client !== client) return;
       this.client = null;
-      this.emit({
-        kind: 'disconnected',
-        reason: error ? `${reason}: ${error.message}` : reason,
-        observedAt: Date.now(),
-      });
+      const reason = error ? `${closeReason}: ${error.message}` : closeReason;
+      this.connectionDown(reason);
+      this.options.logger?.warn(
+        { uri: this.uri, reason, retryInMs: this.reconnectDelayMs },
+        `lost the connection to libvirt at ${this.uri} (${reason}); ` +
+          `reconnecting in ${this.reconnectDelayMs / 1000} s`,
+      );
+      this.emit({ kind: 'disconnected', reason, observedAt: Date.now() });
       this.scheduleReconnect();
     });
     this.emit({ kind: 'connected', observedAt: Date.now() });
@@ -269,18 +308,36 @@ export class LibvirtDriver implements HypervisorDriver {
     const delay = this.reconnectDelayMs;
     this.reconnectDelayMs = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
     this.reconnectTimer = setTimeout(() => {
-      this.open().catch(() => this.scheduleReconnect());
+      this.open().catch((error: unknown) => {
+        if (this.closing) return;
+        const reason = reasonOf(error);
+        this.connectionDown(reason);
+        this.options.logger?.warn(
+          { uri: this.uri, reason, retryInMs: this.reconnectDelayMs },
+          `reconnecting to libvirt at ${this.uri} failed (${reason}); ` +
+            `retrying in ${this.reconnectDelayMs / 1000} s`,
+        );
+        this.scheduleReconnect();
+      });
     }, delay);
   }
 
-  private emit(event: DriverEvent): void {
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch {
-        // A listener's bug must not cost the others their events.
-      }
+  private connectionDown(reason: string): void {
+    this.lastConnectionError = reason;
+    this.tellConnectionError(reason);
+  }
+
+  private tellConnectionError(reason: string | null): void {
+    try {
+      this.options.onConnectionError?.(reason);
+    } catch (error) {
+      // The hook failing must not stop the reconnect loop.
+      this.options.logger?.error({ err: error }, 'onConnectionError hook threw');
     }
+  }
+
+  private emit(event: DriverEvent): void {
+    this.listeners.emit(event);
   }
 
   private async guard<T>(work: (client: LibvirtClient) => Promise<T>): Promise<T> {
@@ -330,4 +387,8 @@ function mapError(error: unknown): DriverError {
   return new DriverError('failed', error instanceof Error ? error.message : String(error), {
     cause: error,
   });
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

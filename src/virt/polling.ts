@@ -3,10 +3,12 @@
 // is reported gone, because listings can be partial (KubeVirt and CloudStack both acted on a
 // partial listing and restarted or orphaned VMs). When the lookup fails, nothing is reported.
 import type { PowerState } from '../model/index.ts';
+import { Emitter } from '../lib/index.ts';
 import { DriverError } from './types.ts';
 import type {
   DriverEvent,
   DriverEventListener,
+  DriverLogger,
   HypervisorDriver,
   LifecycleEvent,
   ObservedInstance,
@@ -21,6 +23,8 @@ export interface PollingOptions {
   readonly confirmConcurrency?: number;
   /** Wall clock for `observedAt`; default Date.now. */
   readonly now?: () => number;
+  /** Where failed polls and listener errors are logged. */
+  readonly logger?: DriverLogger;
 }
 
 /** The transition a poll reports for a change of power state, or null when there is none to report. */
@@ -51,7 +55,8 @@ export class PollingDriver implements HypervisorDriver {
 
   readonly #confirmConcurrency: number;
   readonly #now: () => number;
-  readonly #listeners = new Set<{ readonly listener: DriverEventListener }>();
+  readonly #listeners: Emitter<[DriverEvent]>;
+  readonly #logger: DriverLogger | undefined;
   readonly #unregisterInner: () => void;
   /** What the last successful poll saw; null until the first one, which only sets the baseline. */
   #known: Map<string, ObservedInstance> | null = null;
@@ -69,6 +74,11 @@ export class PollingDriver implements HypervisorDriver {
     this.intervalMs = options.intervalMs;
     this.#confirmConcurrency = Math.max(1, options.confirmConcurrency ?? 16);
     this.#now = options.now ?? Date.now;
+    this.#logger = options.logger;
+    const logger = options.logger;
+    this.#listeners = new Emitter(
+      logger && ((err) => logger.error({ err }, 'a driver event listener threw')),
+    );
     this.#unregisterInner = inner.registerEventListener((event) => this.#onInner(event));
   }
 
@@ -97,11 +107,7 @@ export class PollingDriver implements HypervisorDriver {
   }
 
   registerEventListener(listener: DriverEventListener): () => void {
-    const entry = { listener };
-    this.#listeners.add(entry);
-    return () => {
-      this.#listeners.delete(entry);
-    };
+    return this.#listeners.on(listener);
   }
 
   /** Polls once, after any poll in progress; never rejects (a failed poll emits nothing). */
@@ -172,7 +178,14 @@ export class PollingDriver implements HypervisorDriver {
     let listing: ObservedInstance[];
     try {
       listing = await this.inner.listInstances();
-    } catch {
+    } catch (error) {
+      // Nothing is reported from a failed poll, but why it failed must not go unseen. While the
+      // inner driver is disconnected it logs its own reconnect failures: one line per retry
+      // there, not one per interval here.
+      if (this.inner.connected) {
+        const reason = error instanceof Error ? error.message : String(error);
+        this.#logger?.warn({ reason }, `poll of ${this.inner.kind} failed: ${reason}`);
+      }
       return;
     }
     const observedAt = this.#now();
@@ -243,13 +256,7 @@ export class PollingDriver implements HypervisorDriver {
   }
 
   #emit(event: DriverEvent): void {
-    for (const { listener } of [...this.#listeners]) {
-      try {
-        listener(event);
-      } catch {
-        // One listener's bug must not cost the others their events.
-      }
-    }
+    this.#listeners.emit(event);
   }
 }
 

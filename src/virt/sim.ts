@@ -8,6 +8,7 @@ import { POWER_STATES } from '../model/index.ts';
 import type { PowerState } from '../model/index.ts';
 import { IndexedSet, Scheduler, canonicalUuid, createRandom, randomUuid } from './sim-support.ts';
 import type { Random } from './sim-support.ts';
+import { Emitter } from '../lib/index.ts';
 import { DriverError } from './types.ts';
 import type {
   DriverEvent,
@@ -35,7 +36,7 @@ export interface SimTiming {
   stopTimeoutMs: number;
 }
 
-export const DEFAULT_SIM_TIMING: Readonly<SimTiming> = {
+const DEFAULT_SIM_TIMING: Readonly<SimTiming> = {
   actionLatencyMs: 1,
   callLatencyMs: 0,
   shutdownGapMs: 5,
@@ -61,7 +62,7 @@ export interface SimFaults {
   actionFailRate: number;
 }
 
-export function noFaults(): SimFaults {
+function noFaults(): SimFaults {
   return {
     dropEventRate: 0,
     eventDelayMs: [0, 0],
@@ -95,7 +96,7 @@ export type WorkloadAction =
 /** Relative weights; actions left out (or weighted 0) never happen. */
 export type WorkloadMix = Partial<Record<WorkloadAction, number>>;
 
-export const DEFAULT_WORKLOAD_MIX: Readonly<WorkloadMix> = {
+const DEFAULT_WORKLOAD_MIX: Readonly<WorkloadMix> = {
   guestShutdown: 3,
   outOfBandStart: 3,
   hardReboot: 1,
@@ -118,7 +119,7 @@ export interface WorkloadOptions {
   readonly leaveActedOnMs?: number;
 }
 
-export const DEFAULT_LEAVE_ACTED_ON_MS = 60_000;
+const DEFAULT_LEAVE_ACTED_ON_MS = 60_000;
 
 export interface SimStats {
   /** Changes made to the world, out of band or by a driver action. */
@@ -1003,11 +1004,9 @@ interface CallContext<T> {
 export class SimDriver implements HypervisorDriver {
   readonly kind = 'sim';
   readonly hypervisor: SimHypervisor;
-  /** Exceptions thrown by listeners; they are contained, never passed on. */
-  listenerErrors = 0;
 
   readonly #port: SimPort;
-  readonly #listeners = new Set<{ readonly listener: DriverEventListener }>();
+  readonly #listeners = new Emitter<[DriverEvent]>();
   readonly #pending = new Set<(error: DriverError) => void>();
   #subscription: { readonly up: boolean; close(): void } | null = null;
   #connected = false;
@@ -1017,6 +1016,11 @@ export class SimDriver implements HypervisorDriver {
   constructor(hypervisor: SimHypervisor) {
     this.hypervisor = hypervisor;
     this.#port = portOf(hypervisor);
+  }
+
+  /** Exceptions thrown by listeners; they are contained, never passed on. */
+  get listenerErrors(): number {
+    return this.#listeners.listenerErrors;
   }
 
   get connected(): boolean {
@@ -1053,11 +1057,7 @@ export class SimDriver implements HypervisorDriver {
   }
 
   registerEventListener(listener: DriverEventListener): () => void {
-    const entry = { listener };
-    this.#listeners.add(entry);
-    return () => {
-      this.#listeners.delete(entry);
-    };
+    return this.#listeners.on(listener);
   }
 
   hostname(): Promise<string> {
@@ -1177,14 +1177,7 @@ export class SimDriver implements HypervisorDriver {
   }
 
   #deliver(event: DriverEvent): void {
-    for (const { listener } of [...this.#listeners]) {
-      try {
-        listener(event);
-      } catch {
-        // One listener's bug must not cost the others their events.
-        this.listenerErrors++;
-      }
-    }
+    this.#listeners.emit(event);
   }
 
   #lost(reason: string): void {

@@ -54,6 +54,13 @@ export type DriverEvent = LifecycleEvent | ConnectedEvent | DisconnectedEvent;
 
 export type DriverEventListener = (event: DriverEvent) => void;
 
+/** What a driver logs through: the slice of a pino logger it uses. */
+export interface DriverLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
 export interface StopOptions {
   /** How long a graceful stop may take before the instance is forced off. */
   readonly timeoutMs?: number;

@@ -430,6 +430,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           connected: true,
           lastSeenAt: '2024-05-01T10:00:00.000Z',
           lastReconcileAt: null,
+          connectionError: null,
         },
         {
           name: 'host-b',
@@ -437,6 +438,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           connected: false,
           lastSeenAt: '2024-05-01T11:00:00.000Z',
           lastReconcileAt: '2024-05-01T11:00:05.000Z',
+          connectionError: null,
         },
       ],
     });

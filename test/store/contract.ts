@@ -603,15 +603,41 @@ export function storeContract(name: string, target: StoreUnderTest): void {
         lastReconcileAt: 19,
       });
       assert.deepEqual(await store.listHosts(), [
-        { name: 'host-a', driver: 'sim', connected: false, lastSeenAt: 5, lastReconcileAt: 4 },
+        {
+          name: 'host-a',
+          driver: 'sim',
+          connected: false,
+          lastSeenAt: 5,
+          lastReconcileAt: 4,
+          connectionError: null,
+        },
         {
           name: 'host-b',
           driver: 'libvirt',
           connected: false,
           lastSeenAt: 20,
           lastReconcileAt: 19,
+          connectionError: null,
         },
       ]);
+      await store.close();
+    });
+
+    test("a host's connection error is kept across status updates until cleared", async () => {
+      const store = await fresh();
+      const status = { name: 'h', driver: 'libvirt', lastReconcileAt: null };
+      await store.upsertHost({ ...status, connected: true, lastSeenAt: 1 });
+      await store.recordConnectionError('h', 'permission denied');
+      await store.upsertHost({ ...status, connected: false, lastSeenAt: 2 });
+      assert.equal((await store.listHosts())[0]!.connectionError, 'permission denied');
+      await store.recordConnectionError('h', null);
+      assert.equal((await store.listHosts())[0]!.connectionError, null);
+      // An error for a host with no row yet creates nothing: the engine's status comes first.
+      await store.recordConnectionError('unknown', 'no route to host');
+      assert.deepEqual(
+        (await store.listHosts()).map((h) => h.name),
+        ['h'],
+      );
       await store.close();
     });
   });

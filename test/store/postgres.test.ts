@@ -87,6 +87,33 @@ describePostgres('PostgresStore', (database) => {
     });
   });
 
+  test('a version 1 schema upgrades in place: its hosts gain a null connection error', async () => {
+    const schema = freshSchema();
+    await inspect(schema, async (sql) => {
+      await sql`CREATE SCHEMA ${sql(schema)}`;
+      await migratePostgres(sql, PG_MIGRATIONS.slice(0, 1));
+      await sql`INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
+                VALUES ('h', 'libvirt', true, 5, NULL)`;
+    });
+    const store = await openPostgresStore(database.url, { schema });
+    try {
+      assert.deepEqual(await store.listHosts(), [
+        {
+          name: 'h',
+          driver: 'libvirt',
+          connected: true,
+          lastSeenAt: 5,
+          lastReconcileAt: null,
+          connectionError: null,
+        },
+      ]);
+      await store.recordConnectionError('h', 'connect ENOENT');
+      assert.equal((await store.listHosts())[0]!.connectionError, 'connect ENOENT');
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a failing migration leaves nothing half applied', async () => {
     const schema = freshSchema();
     const broken = [

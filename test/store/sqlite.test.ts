@@ -56,6 +56,33 @@ describe('SqliteStore file lifecycle', () => {
     rawAgain.close();
   });
 
+  test('a version 1 file upgrades in place: its hosts gain a null connection error', async () => {
+    const path = freshPath();
+    const old = new Database(path);
+    migrate(old, MIGRATIONS.slice(0, 1));
+    old
+      .prepare(
+        'INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at) VALUES (?, ?, ?, ?, ?)',
+      )
+      .run('h', 'libvirt', 1, 5, null);
+    old.close();
+
+    const store = await openSqliteStore(path);
+    assert.deepEqual(await store.listHosts(), [
+      {
+        name: 'h',
+        driver: 'libvirt',
+        connected: true,
+        lastSeenAt: 5,
+        lastReconcileAt: null,
+        connectionError: null,
+      },
+    ]);
+    await store.recordConnectionError('h', 'connect ENOENT');
+    assert.equal((await store.listHosts())[0]!.connectionError, 'connect ENOENT');
+    await store.close();
+  });
+
   test('a database from a newer hvsync is refused', async () => {
     const path = freshPath();
     await (await openSqliteStore(path)).close();

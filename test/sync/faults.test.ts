@@ -135,6 +135,7 @@ function competingWriter(store: Store, target: { uuid?: string; fired?: boolean 
     changesSince: (since, limit) => store.changesSince(since, limit),
     subscribe: (listener) => store.subscribe(listener),
     upsertHost: (host) => store.upsertHost(host),
+    recordConnectionError: (host, error) => store.recordConnectionError(host, error),
     listHosts: () => store.listHosts(),
     get writeFailure() {
       return store.writeFailure;

@@ -1,16 +1,24 @@
-// The all-in-one service: one host's hypervisor driver and sync engine, an embedded SQLite
-// store, and the API in front of them, in one process.
+// The all-in-one composition: one host's hypervisor driver and sync engine, an embedded store,
+// and the API in front of them, in one process.
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Policy } from '../model/index.ts';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
-import { buildServer } from './app.ts';
+import {
+  ActionRejected,
+  buildServer,
+  checkListen,
+  listen,
+  parseListen,
+  ServerError,
+  type ActionPort,
+  type ReadinessPort,
+} from '../server/index.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
+import { ConnectionErrorRecorder } from './connection-error.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
-import { checkListen, listen, parseListen } from './listen.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
-import { ActionRejected, ServerError, type ActionPort, type ReadinessPort } from './types.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
 
 export type { HypervisorChoice } from './hypervisor.ts';
@@ -21,6 +29,8 @@ export interface ServiceConfig {
   readonly listen: string;
   readonly policy: Policy;
   readonly reconcileIntervalMs: number;
+  /** Poll the hypervisor this often instead of listening to its events (none: events). */
+  readonly pollIntervalMs?: number;
   readonly token?: string;
   /** Watch streams served at once (the API's default when absent). */
   readonly maxWatchers?: number;
@@ -67,11 +77,18 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     // A bearer token travels in one header word: one with spaces in it could never match.
     throw new ServerError('invalid-option', 'the API token must be one word, without spaces');
   }
-  const chosen = await chooseHypervisor(config.hypervisor, logger);
+  const connectionErrors = new ConnectionErrorRecorder(logger);
+  const chosen = await chooseHypervisor(config.hypervisor, logger, {
+    onConnectionError: connectionErrors.report,
+    pollIntervalMs: config.pollIntervalMs,
+  });
   const { driver, description, sim } = chosen;
   const db = chosen.db ?? config.db;
 
   const store = await openStore(db, {
+    onListenerError(error: unknown) {
+      logger.error({ err: error }, 'a change-feed subscriber threw; the others still got it');
+    },
     onWriteHealth(failure: StoreError | null) {
       if (failure !== null) {
         logger.error(
@@ -95,6 +112,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     await server.close();
     await engine?.stop();
     await driver.close();
+    await connectionErrors.settled();
     await store.close();
     sim?.close();
   };
@@ -190,6 +208,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     });
     await started.start();
     engine = started;
+    connectionErrors.attach(store, host);
     startup.signal.throwIfAborted();
     if (sim && chosen.ratePerSecond > 0) sim.startWorkload({ ratePerSecond: chosen.ratePerSecond });
     logger.info(

@@ -5,7 +5,13 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { LibvirtClient, DEFAULT_URI } from '../libvirt/index.ts';
-import { LibvirtDriver, SimDriver, SimHypervisor, type HypervisorDriver } from '../virt/index.ts';
+import {
+  LibvirtDriver,
+  PollingDriver,
+  SimDriver,
+  SimHypervisor,
+  type HypervisorDriver,
+} from '../virt/index.ts';
 
 export type HypervisorChoice =
   | { readonly kind: 'libvirt'; readonly uri: string }
@@ -30,6 +36,16 @@ export interface ChosenHypervisor {
   readonly db?: string;
 }
 
+export interface DriverSettings {
+  /** Told why the connection is down after each drop or failed reconnect, null once back. */
+  readonly onConnectionError?: (reason: string | null) => void;
+  /**
+   * Poll the hypervisor this often and report changes as events, ignoring any events it sends:
+   * for a hypervisor without lifecycle events. Absent: use its events.
+   */
+  readonly pollIntervalMs?: number;
+}
+
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
 
@@ -47,21 +63,35 @@ async function libvirtAnswers(uri: string): Promise<boolean> {
 export async function chooseHypervisor(
   choice: HypervisorChoice,
   logger: Logger,
+  settings: DriverSettings = {},
 ): Promise<ChosenHypervisor> {
-  if (choice.kind === 'libvirt') {
-    return {
-      driver: new LibvirtDriver({ uri: choice.uri }),
-      description: `libvirt at ${choice.uri}`,
-      ratePerSecond: 0,
-    };
-  }
-  if (choice.kind === 'demo' && (await libvirtAnswers(DEFAULT_URI))) {
-    return {
-      driver: new LibvirtDriver({ uri: DEFAULT_URI }),
-      description: `libvirt at ${DEFAULT_URI}`,
-      ratePerSecond: 0,
-    };
-  }
+  const chosen = await chooseDriver(choice, logger, settings);
+  const intervalMs = settings.pollIntervalMs;
+  if (intervalMs === undefined) return chosen;
+  const driverLogger = logger.child({ component: 'driver' });
+  return {
+    ...chosen,
+    driver: new PollingDriver(chosen.driver, { intervalMs, logger: driverLogger }),
+    description: `${chosen.description}, polled every ${intervalMs / 1000} s`,
+  };
+}
+
+async function chooseDriver(
+  choice: HypervisorChoice,
+  logger: Logger,
+  settings: DriverSettings,
+): Promise<ChosenHypervisor> {
+  const libvirt = (uri: string): ChosenHypervisor => ({
+    driver: new LibvirtDriver({
+      uri,
+      logger: logger.child({ component: 'driver' }),
+      onConnectionError: settings.onConnectionError,
+    }),
+    description: `libvirt at ${uri}`,
+    ratePerSecond: 0,
+  });
+  if (choice.kind === 'libvirt') return libvirt(choice.uri);
+  if (choice.kind === 'demo' && (await libvirtAnswers(DEFAULT_URI))) return libvirt(DEFAULT_URI);
   const sim = new SimHypervisor({ hostname: 'sim-host', instances: choice.instances });
   const description = `a simulated host of ${choice.instances} instances (${choice.ratePerSecond} changes/s)`;
   if (choice.kind === 'demo') {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import { registerProcessMetrics } from '../../src/server/process-metrics.ts';
+import { registerProcessMetrics } from '../../src/app/index.ts';
 
 test('process metrics: scrape-time loop readings, no timer-sampled delay percentiles', async () => {
   const registry = new Registry();

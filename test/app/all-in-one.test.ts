@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { HvsyncClient, type WatchMessage } from '../../src/cli/client.ts';
 import { LibvirtClient, type Domain } from '../../src/libvirt/index.ts';
-import { startService, type RunningService } from '../../src/server/service.ts';
+import { startService, type RunningService } from '../../src/app/index.ts';
 import { describeLibvirt, uniqueName, virsh } from '../support/libvirt.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));

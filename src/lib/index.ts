@@ -1,0 +1,2 @@
+export { Emitter } from './emitter.ts';
+export type { ListenerErrorHook } from './emitter.ts';
