@@ -35,12 +35,10 @@ if (files.length === 0) {
 const socket = process.env.HVSYNC_TEST_SOCKET ?? '/var/run/libvirt/libvirt-sock';
 const required = process.env.HVSYNC_REQUIRE_LIBVIRT === '1';
 
-// A socket file outlives a killed libvirtd, so ask whether anything accepts on it.
-// test/support/libvirt.ts makes the per-suite decision (it also waits for an RPC answer); this is
-// only for the closing note.
-function socketAccepts(path) {
+/** Whether anything accepts a connection at `options` (a unix path or a TCP port and host). */
+function accepts(options) {
   return new Promise((resolve) => {
-    const probe = connect(path);
+    const probe = connect(options);
     const timer = setTimeout(() => done(false), 2000);
     function done(accepted) {
       clearTimeout(timer);
@@ -51,7 +49,10 @@ function socketAccepts(path) {
     probe.on('error', () => done(false));
   });
 }
-const reachable = await socketAccepts(socket);
+// A socket file outlives a killed libvirtd, so ask whether anything accepts on it.
+// test/support/libvirt.ts makes the per-suite decision (it also waits for an RPC answer); this is
+// only for the closing note.
+const reachable = await accepts({ path: socket });
 // Tests may stop and restart only daemons of their own; the machine's may serve someone's guests.
 const machineDaemonsBefore = machineLibvirtdIdentity();
 
@@ -60,23 +61,10 @@ const pgServer = new URL(
   process.env.HVSYNC_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres',
 );
 const pgRequired = required || process.env.HVSYNC_REQUIRE_POSTGRES === '1';
-function tcpAccepts(host, port) {
-  return new Promise((resolve) => {
-    const probe = connect(port, host);
-    const timer = setTimeout(() => done(false), 2000);
-    function done(accepted) {
-      clearTimeout(timer);
-      probe.destroy();
-      resolve(accepted);
-    }
-    probe.on('connect', () => done(true));
-    probe.on('error', () => done(false));
-  });
-}
-const pgReachable = await tcpAccepts(
-  pgServer.hostname || '127.0.0.1',
-  Number(pgServer.port || 5432),
-);
+const pgReachable = await accepts({
+  host: pgServer.hostname || '127.0.0.1',
+  port: Number(pgServer.port || 5432),
+});
 
 const result = spawnSync(
   process.execPath,
