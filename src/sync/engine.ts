@@ -6,7 +6,7 @@
 // → the pass (confirm, decide, write) → the store. This file only composes the parts and keeps
 // the connection state they share.
 import type { ActionName, Policy } from '../model/index.ts';
-import type { EngineStore } from '../store/index.ts';
+import { StoreError, type EngineStore } from '../store/index.ts';
 import type { DriverEvent, HypervisorDriver, LifecycleEvent } from '../virt/index.ts';
 import { confirm } from './confirm.ts';
 import type { ConfirmDeps } from './confirm.ts';
@@ -120,7 +120,15 @@ export class SyncEngine {
       failed: UNKNOWN,
       settleMs: options.stopSettleMs ?? 250,
       track,
-      onRunError: (error, uuid) => log.error({ err: error, uuid }, 'sync pass failed'),
+      onRunError: (error, uuid) => {
+        // A store that cannot write says so once itself (and in readiness and a metric); a line
+        // per failed pass would be hundreds a second on a full disk.
+        if (error instanceof StoreError && error.code !== 'closed') {
+          log.debug({ err: error, uuid }, 'sync pass failed: the store cannot write');
+        } else {
+          log.error({ err: error, uuid }, 'sync pass failed');
+        }
+      },
       onCoalesced: (work) => {
         if (work.event) counters.coalesced++;
       },

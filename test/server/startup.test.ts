@@ -23,6 +23,7 @@ import {
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openSqliteStore } from '../../src/store/index.ts';
@@ -385,6 +386,13 @@ describe('a database that stops taking writes makes the service not ready', () =
       });
       const failures = /^hvsync_store_write_failures_total (\d+)$/m.exec(metrics);
       assert.ok(failures !== null && Number(failures[1]) > 0, metrics);
+      // Said once by the store, not once per failed pass (hundreds a second at this rate).
+      await delay(1000);
+      const errorLines = run
+        .output()
+        .split('\n')
+        .filter((line) => /"level":50|ERROR/.test(line));
+      assert.ok(errorLines.length <= 2, errorLines.join('\n'));
     } finally {
       run.child.kill('SIGTERM');
       await run.exit();
