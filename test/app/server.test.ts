@@ -126,3 +126,17 @@ test('an SQLite --db is refused: replicas cannot share a file', async () => {
   assert.match(refused.output(), /--db must be a postgres:\/\/ URL for hvsync server/);
   assert.doesNotMatch(refused.output(), /serving/);
 });
+
+test('the server checks its options as the all-in-one does', async () => {
+  for (const [args, message] of [
+    [[], /--db \(or HVSYNC_DB\) is required/],
+    [['--token', ''], /--token \(or HVSYNC_TOKEN\) is empty/],
+    [['--listen', '0.0.0.0:0'], /refusing to listen on 0\.0\.0\.0:0 without a token/],
+  ] as const) {
+    const db = args.length === 0 ? [] : ['--db', 'postgres://127.0.0.1:1/never-opened'];
+    const refused = startServerProcess([...db, ...args]);
+    assert.equal(await refused.exit(), 1, refused.output());
+    assert.match(refused.output(), message);
+    assert.doesNotMatch(refused.output(), /serving|cannot open/);
+  }
+});
