@@ -4,3 +4,5 @@ export { startService } from './all-in-one.ts';
 export type { RunningService, ServiceConfig } from './all-in-one.ts';
 export type { HypervisorChoice } from './hypervisor.ts';
 export { registerProcessMetrics } from './process-metrics.ts';
+export { startControlPlane } from './server.ts';
+export type { ControlPlaneConfig, RunningControlPlane } from './server.ts';

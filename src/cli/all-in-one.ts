@@ -1,10 +1,16 @@
 // `hvsync all-in-one`: what `npm start` runs. One host synced into an embedded store, served.
-import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import type { Logger } from 'pino';
 // Types only: the service's stack loads inside the action, so other commands start fast.
 import type { HypervisorChoice } from '../app/index.ts';
 import type { Policy } from '../model/index.ts';
+import {
+  createLogger,
+  nonNegative,
+  positiveInteger,
+  positiveNumber,
+  readToken,
+  runUntilSignal,
+} from './options.ts';
 
 /**
  * libvirt's local system URI, the libvirt client's own default (a test holds the two equal):
@@ -30,46 +36,6 @@ interface AllInOneOptions {
   tokenFile?: string;
   maxWatchers: string;
   logLevel: string;
-}
-
-function positiveInteger(name: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) {
-    throw new InvalidArgumentError(
-      `${name} must be a positive integer, got ${JSON.stringify(text)}`,
-    );
-  }
-  return value;
-}
-
-function positiveNumber(name: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new InvalidArgumentError(`${name} must be a number > 0, got ${JSON.stringify(text)}`);
-  }
-  return value;
-}
-
-function nonNegative(name: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) {
-    throw new InvalidArgumentError(`${name} must be a number ≥ 0, got ${JSON.stringify(text)}`);
-  }
-  return value;
-}
-
-export async function createLogger(level: string): Promise<Logger> {
-  const { pino } = await import('pino');
-  // People at a terminal get readable lines; everything else gets JSON, one object a line.
-  return process.stdout.isTTY
-    ? pino({
-        level,
-        transport: {
-          target: 'pino-pretty',
-          options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' },
-        },
-      })
-    : pino({ level });
 }
 
 /**
@@ -109,47 +75,6 @@ function hypervisorChoice(options: AllInOneOptions): HypervisorChoice {
 
 function databasePath(options: AllInOneOptions, hypervisor: HypervisorChoice): string {
   return options.db ?? (hypervisor.kind === 'sim' ? DEFAULT_SIM_DB : DEFAULT_DB);
-}
-
-/** A bearer token is one non-empty word; an empty one would silently mean "no auth at all". */
-function checkedToken(token: string, source: string): string {
-  if (token.trim() === '') {
-    throw new InvalidArgumentError(
-      `${source} is empty: give a token, or leave it out to serve without authentication on loopback`,
-    );
-  }
-  if (/\s/.test(token)) {
-    throw new InvalidArgumentError(`${source} contains whitespace: a bearer token is one word`);
-  }
-  return token;
-}
-
-function readToken(options: AllInOneOptions): string | undefined {
-  if (options.token !== undefined && options.tokenFile !== undefined) {
-    throw new InvalidArgumentError('give either --token or --token-file, not both');
-  }
-  if (options.token !== undefined) return checkedToken(options.token, '--token (or HVSYNC_TOKEN)');
-  if (options.tokenFile === undefined) return undefined;
-  if (options.tokenFile.trim() === '') {
-    throw new InvalidArgumentError('--token-file (or HVSYNC_TOKEN_FILE) is empty: give a path');
-  }
-  let text: string;
-  try {
-    text = readFileSync(options.tokenFile, 'utf8');
-  } catch (error) {
-    throw new InvalidArgumentError(
-      `cannot read token file ${options.tokenFile}: ${(error as Error).message}`,
-    );
-  }
-  // A trailing newline is how files end, not part of the token.
-  return checkedToken(text.trim(), `token file ${options.tokenFile}`);
-}
-
-class StartupStopped extends Error {
-  override readonly name = 'StartupStopped';
-  constructor(readonly signal: string) {
-    super(signal);
-  }
 }
 
 export function registerAllInOne(program: Command): void {
@@ -242,52 +167,9 @@ export function registerAllInOne(program: Command): void {
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
         logger,
       };
-      // Signals are taken from the start: one that arrives while libvirt is still being waited
-      // for stops the start-up instead of killing the process mid-way.
-      const startup = new AbortController();
-      let stopRequested: ((signal: string) => void) | null = null;
-      const onSignal = (signal: string): void => {
-        if (stopRequested !== null) stopRequested(signal);
-        else startup.abort(new StartupStopped(signal));
-      };
-      const onSigint = (): void => onSignal('SIGINT');
-      const onSigterm = (): void => onSignal('SIGTERM');
-      process.once('SIGINT', onSigint);
-      process.once('SIGTERM', onSigterm);
-      const { startService } = await import('../app/index.ts');
-      let service: Awaited<ReturnType<typeof startService>>;
-      try {
-        service = await startService({ ...config, signal: startup.signal });
-      } catch (error) {
-        process.off('SIGINT', onSigint);
-        process.off('SIGTERM', onSigterm);
-        if (startup.signal.aborted) {
-          const { signal } = startup.signal.reason as StartupStopped;
-          logger.info(`${signal}: stopped before start-up finished`);
-          logger.flush();
-          return;
-        }
-        throw error;
-      }
-      await new Promise<void>((resolve) => {
-        stopRequested = (signal: string) => {
-          config.logger.info(`${signal}: finishing what is in flight, then closing the store`);
-          // A second signal means "now": do not wait for in-flight work any longer.
-          process.once('SIGINT', () => process.exit(130));
-          process.once('SIGTERM', () => process.exit(143));
-          service.stop().then(
-            () => {
-              config.logger.info('stopped cleanly');
-              resolve();
-            },
-            (error: unknown) => {
-              config.logger.error({ err: error }, 'error while stopping');
-              process.exitCode = 1;
-              resolve();
-            },
-          );
-        };
+      await runUntilSignal(logger, async (signal) => {
+        const { startService } = await import('../app/index.ts');
+        return startService({ ...config, signal });
       });
-      config.logger.flush();
     });
 }

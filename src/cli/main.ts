@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAllInOne } from './all-in-one.ts';
 import { registerClientCommands } from './commands.ts';
+import { registerServer } from './server.ts';
 import { stopWithNpm } from './parent.ts';
 
 /** Resolves the same from src/cli (run through tsx) and from dist/cli (the build). */
@@ -27,6 +28,7 @@ program
   });
 
 registerAllInOne(program);
+registerServer(program);
 
 registerClientCommands(program);
 
