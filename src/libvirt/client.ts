@@ -28,7 +28,7 @@ import {
   Proc,
   readDomain,
   readDomainList,
-  readDomainStats,
+  readDomainStates,
   readLifecycleMessage,
   readRebootMessage,
   readRemoteError,
@@ -254,14 +254,10 @@ export class LibvirtClient {
   private domainStates(domains: readonly Domain[], flags = 0): Promise<DomainWithState[]> {
     const args = new XdrWriter().array(domains, writeDomain).u32(STATS_STATE).u32(flags);
     return this.request(Proc.CONNECT_GET_ALL_DOMAIN_STATS, args, (r) =>
-      readDomainStats(r).map(({ domain, params }) => {
-        const state = params.get('state.state');
-        const reason = params.get('state.reason');
-        if (typeof state !== 'number' || typeof reason !== 'number') {
-          throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
-        }
-        return { domain, ...describeState(state, reason) };
-      }),
+      readDomainStates(r).map(({ domain, state, reason }) => ({
+        domain,
+        ...describeState(state, reason),
+      })),
     );
   }
 

@@ -297,6 +297,50 @@ describe('libvirt client against a hostile server', () => {
     }
   });
 
+  test('domain states: other typed parameters are stepped over, a missing state is an error', async () => {
+    const client = await connect();
+    const record = (w: XdrWriter, name: string, params: (w: XdrWriter) => number): void => {
+      w.string(name).fixedOpaque(UUID).i32(-1);
+      const counted = new XdrWriter();
+      const count = params(counted);
+      w.u32(count).fixedOpaque(counted.bytes());
+    };
+    const listing = new XdrWriter().u32(1);
+    record(listing, 'vm3', (w) => {
+      w.string('state.note').i32(7).string('state.state is not this');
+      w.string('state.cpu').i32(4).u32(0).u32(9);
+      w.string('state.reason').i32(1).i32(2);
+      w.string('state.flag').i32(6).i32(1);
+      w.string('state.state').i32(1).i32(5);
+      return 5;
+    });
+    fake.onCall = (call) => call.socket.write(reply(call, listing.bytes()));
+    try {
+      const [vm3, ...more] = await client.getAllDomainStates();
+      assert.deepEqual(more, []);
+      assert.equal(vm3!.domain.name, 'vm3');
+      assert.equal(vm3!.stateCode, 5);
+      assert.equal(vm3!.reasonCode, 2);
+
+      const lacking = new XdrWriter().u32(1);
+      record(lacking, 'vm4', (w) => {
+        w.string('state.reason').i32(1).i32(2);
+        return 1;
+      });
+      fake.onCall = (call) => call.socket.write(reply(call, lacking.bytes()));
+      await assert.rejects(
+        client.getAllDomainStates(),
+        (e: unknown) =>
+          e instanceof LibvirtClientError &&
+          e.code === 'protocol' &&
+          /vm4 lack state\.state/.test(e.message),
+      );
+    } finally {
+      fake.onCall = (call) => call.socket.write(reply(call));
+      await client.close();
+    }
+  });
+
   test('a listener that throws does not cost the others their events', async () => {
     const client = await connect();
     client.onLifecycle(() => {
