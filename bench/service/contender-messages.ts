@@ -33,6 +33,7 @@ export interface ContenderResult {
   readonly cpuUserS: number;
   readonly cpuSystemS: number;
   readonly rssEndBytes: number;
+  /** The process's peak since it started (start-up included). */
   readonly rssPeakBytes: number;
   readonly heapUsedBytes: number;
   /** What the contender did inside the window, counted by itself. */
