@@ -4,6 +4,8 @@ export type ContenderConfig =
   | {
       /** `service`: the all-in-one (engine, store, API, metrics); `engine`: engine + store. */
       readonly kind: 'service' | 'engine';
+      /** The compiled build (`npm run build`) to run, as an absolute path: what users run. */
+      readonly dist: string;
       readonly uri: string;
       readonly db: string;
       readonly reconcileIntervalMs: number;
@@ -16,6 +18,7 @@ export type ContenderConfig =
     }
   | {
       readonly kind: 'poller';
+      readonly dist: string;
       readonly uri: string;
       readonly periodMs: number;
       readonly windowMs: number;
@@ -30,6 +33,7 @@ export interface ContenderResult {
   readonly cpuUserS: number;
   readonly cpuSystemS: number;
   readonly rssEndBytes: number;
+  /** The process's peak since it started (start-up included). */
   readonly rssPeakBytes: number;
   readonly heapUsedBytes: number;
   /** What the contender did inside the window, counted by itself. */

@@ -1,11 +1,15 @@
 // One contender of the cost-at-rest benchmark, in a process of its own so that its CPU and
 // memory are its own: the all-in-one hvsync service, its engine alone, or a poller that asks
 // every instance for its state once per period (Proxmox every 10 s, CloudStack every 60 s), or
-// an idle Node process under the same loader as the floor they all stand on. Each loads only the
-// modules it runs, so the floor is a bare process and a poller does not carry hvsync's.
+// an idle Node process as the floor they all stand on. Each loads only the modules it runs, so the
+// floor is a bare process and a poller does not carry hvsync's. The parent compiles this file to
+// JavaScript and runs it with plain `node`: no loader, and hvsync's modules come from the
+// compiled build (dist/), as users run them.
 //
-//   node --import tsx bench/service/contender.ts '<ContenderConfig as JSON>'   (with IPC)
+//   node <compiled contender.js> '<ContenderConfig as JSON>'   (with IPC)
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
 import type { Store } from '../../src/store/index.ts';
 import type { SyncEngine } from '../../src/sync/index.ts';
 import {
@@ -21,6 +25,11 @@ interface Contender {
   /** Resolves once no poll or reconcile is under way: the window does not end inside one. */
   quiesce(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** Imports a module of the compiled build by its path under dist/, typed as its source. */
+function fromDist<T>(dist: string, path: string): Promise<T> {
+  return import(pathToFileURL(join(dist, path)).href) as Promise<T>;
 }
 
 function send(message: ChildMessage): void {
@@ -42,10 +51,23 @@ async function startHvsync(
   config: Extract<ContenderConfig, { kind: 'service' | 'engine' }>,
 ): Promise<{ contender: Contender; instances: number }> {
   const { pino } = await import('pino');
-  const { startService } = await import('../../src/app/index.ts');
-  const { openSqliteStore } = await import('../../src/store/index.ts');
-  const { SyncEngine } = await import('../../src/sync/index.ts');
-  const { LibvirtDriver } = await import('../../src/virt/index.ts');
+  const { dist } = config;
+  const { startService } = await fromDist<typeof import('../../src/app/index.ts')>(
+    dist,
+    'app/index.js',
+  );
+  const { openSqliteStore } = await fromDist<typeof import('../../src/store/index.ts')>(
+    dist,
+    'store/index.js',
+  );
+  const { SyncEngine } = await fromDist<typeof import('../../src/sync/index.ts')>(
+    dist,
+    'sync/index.js',
+  );
+  const { LibvirtDriver } = await fromDist<typeof import('../../src/virt/index.ts')>(
+    dist,
+    'virt/index.js',
+  );
   let engine: SyncEngine;
   let store: Store;
   let stop: () => Promise<void>;
@@ -97,7 +119,9 @@ async function startPoller(config: Extract<ContenderConfig, { kind: 'poller' }>)
   contender: Contender;
   instances: number;
 }> {
-  const { LibvirtClient, LibvirtError } = await import('../../src/libvirt/index.ts');
+  const { LibvirtClient, LibvirtError } = await fromDist<
+    typeof import('../../src/libvirt/index.ts')
+  >(config.dist, 'libvirt/index.js');
   const client = await LibvirtClient.connect({ uri: config.uri });
   const known = new Map<string, number>();
   const counts = { polls: 0, calls: 0, changes: 0 };
@@ -180,16 +204,11 @@ async function main(): Promise<void> {
   const workBefore = contender.work();
   const cpuBefore = process.cpuUsage();
   const windowBegan = performance.now();
-  let rssPeak = process.memoryUsage().rss;
-  const sampler = setInterval(() => {
-    rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
-  }, 500);
   await new Promise((resolve) => setTimeout(resolve, config.windowMs));
   // A period's work that began inside the window is counted whole.
   await contender.quiesce();
   const cpu = process.cpuUsage(cpuBefore);
   const windowS = (performance.now() - windowBegan) / 1000;
-  clearInterval(sampler);
   const memory = process.memoryUsage();
   const workAfter = contender.work();
   send({
@@ -198,7 +217,8 @@ async function main(): Promise<void> {
     cpuUserS: cpu.user / 1e6,
     cpuSystemS: cpu.system / 1e6,
     rssEndBytes: memory.rss,
-    rssPeakBytes: Math.max(rssPeak, memory.rss),
+    // The kernel's high-water mark: a sampling timer would wake the process it measures.
+    rssPeakBytes: process.resourceUsage().maxRSS * 1024,
     heapUsedBytes: memory.heapUsed,
     work: Object.fromEntries(
       Object.entries(workAfter).map(([key, value]) => [key, value - (workBefore[key] ?? 0)]),

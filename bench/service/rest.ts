@@ -5,9 +5,9 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { LibvirtClient } from '../../src/libvirt/index.ts';
+import { assertBuildCurrent, compileContender, DIST } from './compiled.ts';
 import {
   isChildMessage,
   type ChildMessage,
@@ -31,9 +31,11 @@ export interface RestOptions {
   readonly idleWindowMs: number;
   readonly reconcileIntervalMs: number;
   /**
-   * From a contender's ready to its window. A Node process under the tsx loader spends 0.1-0.2
-   * CPU s some 7-11 s after it starts, whatever it runs: startup, not rest. And 12 s puts the
-   * 10 s poller's ticks at 20..70 s and the 60 s ticks at 60 s, inside a 60 s window from 12 s.
+   * From a contender's ready to its window: start-up is not rest. hvsync's heap grows while it
+   * adopts every instance, and V8's memory reducer collects it some 25-30 s after start (about
+   * 0.15 CPU s for 1,000 instances), so the window opens after that. 42 s also puts the 10 s
+   * poller's ticks at 50..100 s and the 60 s ticks (and hvsync's reconcile) at 60 s, inside a
+   * 60 s window from 42 s.
    */
   readonly warmupMs: number;
   readonly inflight: number;
@@ -74,7 +76,6 @@ export interface RestResult {
   readonly rows: RestRow[];
 }
 
-const CONTENDER_SCRIPT = fileURLToPath(new URL('./contender.ts', import.meta.url));
 const CHILD_TIMEOUT_MS = 120_000;
 
 /** Reads libvirtd's CPU seconds, or null when it cannot be found (remote daemon, other pid ns). */
@@ -96,9 +97,10 @@ class Contender {
   private wake: (() => void) | null = null;
   private exited = false;
 
-  constructor(config: ContenderConfig, nodeArgs: readonly string[]) {
-    this.child = fork(CONTENDER_SCRIPT, [JSON.stringify(config)], {
-      execArgv: ['--import', 'tsx', ...nodeArgs],
+  constructor(script: string, config: ContenderConfig, nodeArgs: readonly string[]) {
+    this.child = fork(script, [JSON.stringify(config)], {
+      // Plain node, no loader: the contender is compiled and hvsync runs from dist/.
+      execArgv: [...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     runningContenders.add(this.child);
@@ -159,6 +161,7 @@ class Contender {
 }
 
 async function measureContender(
+  script: string,
   name: string,
   config: ContenderConfig,
   libvirtdPid: number | null,
@@ -166,7 +169,7 @@ async function measureContender(
 ): Promise<RestRow> {
   const { warmupMs } = options;
   progress(`rest: ${name}: starting...`);
-  const contender = new Contender(config, options.nodeArgs);
+  const contender = new Contender(script, config, options.nodeArgs);
   try {
     const ready = await contender.next('ready');
     progress(`rest: ${name}: ready; warming up for ${Math.round(warmupMs / 1000)} s...`);
@@ -232,6 +235,8 @@ async function measureIdle(windowMs: number, libvirtdPid: number | null): Promis
 }
 
 export async function measureRest(options: RestOptions): Promise<RestResult> {
+  assertBuildCurrent();
+  const script = compileContender();
   const set = await BenchDomains.create(
     options.client,
     'rest',
@@ -252,6 +257,7 @@ export async function measureRest(options: RestOptions): Promise<RestResult> {
       `hvsync all-in-one: engine + API + metrics (reconcile every ${reconcileS} s)`,
       {
         kind: 'service',
+        dist: DIST,
         uri,
         db: join(dir, 'service.db'),
         reconcileIntervalMs: options.reconcileIntervalMs,
@@ -263,17 +269,22 @@ export async function measureRest(options: RestOptions): Promise<RestResult> {
       `hvsync engine + SQLite only (reconcile every ${reconcileS} s)`,
       {
         kind: 'engine',
+        dist: DIST,
         uri,
         db: join(dir, 'engine.db'),
         reconcileIntervalMs: options.reconcileIntervalMs,
         windowMs,
       },
     ],
-    ['poll10', 'poller every 10 s (Proxmox)', { kind: 'poller', uri, periodMs: 10_000, windowMs }],
+    [
+      'poll10',
+      'poller every 10 s (Proxmox)',
+      { kind: 'poller', dist: DIST, uri, periodMs: 10_000, windowMs },
+    ],
     [
       'poll60',
       'poller every 60 s (CloudStack)',
-      { kind: 'poller', uri, periodMs: 60_000, windowMs },
+      { kind: 'poller', dist: DIST, uri, periodMs: 60_000, windowMs },
     ],
   ];
   try {
@@ -281,7 +292,8 @@ export async function measureRest(options: RestOptions): Promise<RestResult> {
       rows.push(await measureIdle(options.idleWindowMs, libvirtdPid));
     }
     for (const [key, name, config] of contenders) {
-      if (wanted(key)) rows.push(await measureContender(name, config, libvirtdPid, options));
+      if (wanted(key))
+        rows.push(await measureContender(script, name, config, libvirtdPid, options));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

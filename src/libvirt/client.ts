@@ -29,7 +29,7 @@ import {
   Proc,
   readDomain,
   readDomainList,
-  readDomainStats,
+  readDomainStates,
   readLifecycleMessage,
   readRebootMessage,
   readRemoteError,
@@ -50,9 +50,15 @@ export interface ConnectOptions {
   readonly callTimeoutMs?: number;
   /** How long opening the socket and the handshake may take. Default 10 s. */
   readonly connectTimeoutMs?: number;
-  /** Send a PING after this long without hearing from the daemon; 0 disables. Default 5 s. */
+  /**
+   * Keepalive interval as libvirt means it; 0 disables. Default 5 s. The connection closes with
+   * reason `keepalive` after interval × (count + 1) without a message from the daemon.
+   */
   readonly keepaliveIntervalMs?: number;
-  /** Unanswered PINGs tolerated before closing with reason `keepalive`. Default 5. */
+  /**
+   * Intervals of silence before we PING the daemon ourselves. Default 5. A daemon with keepalive
+   * on pings us sooner than that, and its pings alone keep the connection alive.
+   */
   readonly keepaliveCount?: number;
   /** Told when an event or close listener throws (default: a process warning). */
   readonly onListenerError?: ListenerErrorHook;
@@ -123,7 +129,6 @@ export class LibvirtClient {
   private closedWith: { reason: CloseReason; error?: Error } | null = null;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private lastHeardAt = Date.now();
-  private unansweredPings = 0;
 
   private constructor(
     socket: Socket,
@@ -252,14 +257,10 @@ export class LibvirtClient {
   private domainStates(domains: readonly Domain[], flags = 0): Promise<DomainWithState[]> {
     const args = new XdrWriter().array(domains, writeDomain).u32(STATS_STATE).u32(flags);
     return this.request(Proc.CONNECT_GET_ALL_DOMAIN_STATS, args, (r) =>
-      readDomainStats(r).map(({ domain, params }) => {
-        const state = params.get('state.state');
-        const reason = params.get('state.reason');
-        if (typeof state !== 'number' || typeof reason !== 'number') {
-          throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
-        }
-        return { domain, ...describeState(state, reason) };
-      }),
+      readDomainStates(r).map(({ domain, state, reason }) => ({
+        domain,
+        ...describeState(state, reason),
+      })),
     );
   }
 
@@ -388,7 +389,6 @@ export class LibvirtClient {
   private onData(chunk: Buffer): void {
     if (this.closedWith) return;
     this.lastHeardAt = Date.now();
-    this.unansweredPings = 0;
     try {
       for (const frame of this.decoder.push(chunk)) {
         this.route(decodePacket(frame));
@@ -444,7 +444,7 @@ export class LibvirtClient {
     if (procedure === KeepaliveProc.PING) {
       this.send(Program.KEEPALIVE, KeepaliveProc.PONG, MessageType.MESSAGE, 0);
     }
-    // A PONG needs no handling: hearing anything at all already reset the counter.
+    // A PONG needs no handling: hearing anything at all is proof of life.
   }
 
   private onEvent({ header, body }: Packet): void {
@@ -480,24 +480,38 @@ export class LibvirtClient {
     }
   }
 
+  /**
+   * libvirtd pings a client it has not heard from for its keepalive_interval (5 s by default) and
+   * drops one that does not answer; it answers our PINGs too. When both sides ping, an idle
+   * connection wakes each end twice per interval. So we only listen: any message is proof of
+   * life, and we PING only after interval × count of silence (a daemon with keepalive off), then
+   * give up at interval × (count + 1). One timer, re-armed from the last message when it fires,
+   * so a daemon that pings costs a wakeup of ours only once per interval × count.
+   */
   private startKeepalive(intervalMs: number, count: number): void {
     if (intervalMs <= 0) return;
-    this.keepaliveTimer = setInterval(() => {
-      if (Date.now() - this.lastHeardAt < intervalMs) return;
-      if (this.unansweredPings >= count) {
+    const askAfterMs = intervalMs * count;
+    const deadAfterMs = intervalMs * (count + 1);
+    const check = (): void => {
+      const silentMs = Date.now() - this.lastHeardAt;
+      if (silentMs >= deadAfterMs) {
         this.terminate(
           'keepalive',
           new LibvirtClientError(
             'closed',
-            `libvirtd did not answer ${count} keepalive pings ${intervalMs} ms apart`,
+            `libvirtd sent nothing for ${deadAfterMs} ms, nor answered a keepalive ping`,
           ),
         );
         return;
       }
-      this.unansweredPings++;
-      this.send(Program.KEEPALIVE, KeepaliveProc.PING, MessageType.MESSAGE, 0);
-    }, intervalMs);
-    this.keepaliveTimer.unref();
+      let nextCheckMs = askAfterMs - silentMs;
+      if (nextCheckMs <= 0) {
+        this.send(Program.KEEPALIVE, KeepaliveProc.PING, MessageType.MESSAGE, 0);
+        nextCheckMs = deadAfterMs - silentMs;
+      }
+      this.keepaliveTimer = setTimeout(check, nextCheckMs).unref();
+    };
+    this.keepaliveTimer = setTimeout(check, Math.max(askAfterMs, 1)).unref();
   }
 
   private async handshake(name: string, timeoutMs: number): Promise<void> {
@@ -545,7 +559,7 @@ export class LibvirtClient {
   private terminate(reason: CloseReason, error?: Error): void {
     if (this.closedWith) return;
     this.closedWith = { reason, error };
-    clearInterval(this.keepaliveTimer);
+    clearTimeout(this.keepaliveTimer);
     this.socket.destroy();
     const failure = new LibvirtClientError(
       'closed',

@@ -109,50 +109,76 @@ export function readRemoteError(r: XdrReader): RemoteErrorFields {
   return { code, domain, message, level, str1, str2, str3, int1, int2 };
 }
 
-export type TypedParamValue = number | bigint | boolean | string;
-
-/** remote_typed_param: a named value in a tagged union. */
-function readTypedParam(r: XdrReader): [string, TypedParamValue] {
-  const field = r.string(Limit.STRING, 'typed parameter name');
-  const type = r.i32();
-  switch (type) {
-    case 1:
-      return [field, r.i32()];
-    case 2:
-      return [field, r.u32()];
-    case 3:
-      return [field, r.i64()];
-    case 4:
-      return [field, r.u64()];
-    case 5:
-      return [field, r.f64()];
-    case 6:
-      return [field, r.i32() !== 0];
-    case 7:
-      return [field, r.string(Limit.STRING, 'typed parameter string')];
-    default:
-      throw protocolError(`typed parameter ${field} has unknown type ${type}`);
-  }
-}
-
-export interface DomainStatsRecord {
+export interface DomainStateRecord {
   readonly domain: Domain;
-  readonly params: ReadonlyMap<string, TypedParamValue>;
+  readonly state: number;
+  readonly reason: number;
 }
 
-export function readDomainStats(r: XdrReader): DomainStatsRecord[] {
+const STATE_PARAMS = [Buffer.from('state.state'), Buffer.from('state.reason')] as const;
+
+/**
+ * CONNECT_GET_ALL_DOMAIN_STATS with the STATE group: each domain and its state.state and
+ * state.reason. Other parameters (a newer daemon may add some) are checked and stepped over
+ * without decoding their names or values: the listing is read on every reconcile, one record per
+ * domain on the host.
+ */
+export function readDomainStates(r: XdrReader): DomainStateRecord[] {
   return r.array(
     Limit.DOMAIN_LIST,
     MIN_STATS_RECORD_BYTES,
     (x) => {
       const domain = readDomain(x);
-      const params = new Map(
-        x.array(Limit.DOMAIN_STATS_PARAMS, MIN_TYPED_PARAM_BYTES, readTypedParam, 'typed params'),
-      );
-      return { domain, params };
+      let state: number | undefined;
+      let reason: number | undefined;
+      const params = x.u32();
+      if (params > Limit.DOMAIN_STATS_PARAMS) {
+        throw protocolError(
+          `typed params of ${params} elements exceeds the maximum ${Limit.DOMAIN_STATS_PARAMS}`,
+        );
+      }
+      if (params * MIN_TYPED_PARAM_BYTES > x.remaining) {
+        throw protocolError(
+          `typed params claims ${params} elements but only ${x.remaining} bytes remain`,
+        );
+      }
+      for (let i = 0; i < params; i++) {
+        const which = x.stringIndex(STATE_PARAMS, Limit.STRING, 'typed parameter name');
+        const value = readIntTypedParamValue(x);
+        if (which === 0) state = value;
+        else if (which === 1) reason = value;
+      }
+      if (state === undefined || reason === undefined) {
+        throw protocolError(`domain stats for ${domain.name} lack state.state/state.reason`);
+      }
+      return { domain, state, reason };
     },
     'domain stats',
   );
+}
+
+/** A typed parameter's value when it is an int or uint, else undefined (and stepped over). */
+function readIntTypedParamValue(r: XdrReader): number | undefined {
+  const type = r.i32();
+  switch (type) {
+    case 1:
+      return r.i32();
+    case 2:
+      return r.u32();
+    case 3:
+    case 4:
+    case 5:
+      r.skip(8, 'typed parameter value');
+      return undefined;
+    case 6:
+      r.skip(4, 'typed parameter value');
+      return undefined;
+    case 7:
+      r.opaque(Limit.STRING, 'typed parameter string');
+      return undefined;
+    default:
+      throw protocolError(`typed parameter has unknown type ${type}`);
+  }
 }
 
 export function readDomainList(r: XdrReader): Domain[] {

@@ -81,6 +81,29 @@ export class XdrReader {
     return this.fixedOpaque(length);
   }
 
+  /**
+   * Reads a string and returns which of `candidates` (UTF-8 bytes) it is, or -1, without decoding
+   * it: for long listings of which only a few named fields matter.
+   */
+  stringIndex(candidates: readonly Buffer[], max: number, what = 'string'): number {
+    const length = this.u32();
+    if (length > max) throw protocolError(`${what} of ${length} bytes exceeds the maximum ${max}`);
+    const padded = pad(length);
+    this.need(padded, what);
+    const start = this.offset;
+    this.offset += padded;
+    return candidates.findIndex(
+      (candidate) =>
+        candidate.length === length && candidate.compare(this.buffer, start, start + length) === 0,
+    );
+  }
+
+  /** Steps over `bytes` bytes that are read but not wanted. */
+  skip(bytes: number, what: string): void {
+    this.need(bytes, what);
+    this.offset += bytes;
+  }
+
   string(max: number, what = 'string'): string {
     return this.opaque(max, what).toString('utf8');
   }

@@ -11,7 +11,7 @@ import {
   Proc,
   readDomain,
   readDomainList,
-  readDomainStats,
+  readDomainStates,
   readLifecycleMessage,
   readRebootMessage,
   readRemoteError,
@@ -85,7 +85,7 @@ function decodeLikeTheClient(frame: Buffer): void {
       readRebootMessage(r);
       return;
     case Proc.CONNECT_GET_ALL_DOMAIN_STATS:
-      readDomainStats(r);
+      readDomainStates(r);
       break;
     case Proc.CONNECT_LIST_ALL_DOMAINS:
       readDomainList(r);

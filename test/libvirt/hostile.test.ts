@@ -13,6 +13,7 @@ import { Proc } from '../../src/libvirt/remote.ts';
 import { XdrWriter } from '../../src/libvirt/xdr.ts';
 import {
   eventFrame,
+  pingFrame,
   reply,
   startFakeLibvirtd,
   type FakeLibvirtd,
@@ -245,23 +246,98 @@ describe('libvirt client against a hostile server', () => {
 
   test('keepalive: answers the daemon PING with a PONG', async () => {
     const client = await connect();
-    const before = fake.pings;
-    fake.connections.at(-1)!.write(eventFrame(1, Buffer.alloc(0), Program.KEEPALIVE));
-    for (let i = 0; i < 100 && fake.pings === before; i++)
+    const before = fake.pongs;
+    fake.connections.at(-1)!.write(pingFrame());
+    for (let i = 0; i < 100 && fake.pongs === before; i++)
       await new Promise((r) => setTimeout(r, 10));
-    assert.equal(fake.pings, before + 1);
+    assert.equal(fake.pongs, before + 1);
     await client.close();
   });
 
-  test('keepalive: closes with reason keepalive when the daemon stops answering', async () => {
+  test('keepalive: a daemon that pings keeps the connection alive without pings of ours', async () => {
+    // libvirtd pings a silent client every keepalive_interval (its own setting, here longer than
+    // ours): its pings are proof of life enough, and answering them is all it needs from us.
+    const client = await connect({ keepaliveIntervalMs: 40 });
+    const socket = fake.connections.at(-1)!;
+    const pingsBefore = fake.pings;
+    const pongsBefore = fake.pongs;
+    const daemonPings = setInterval(() => socket.write(pingFrame()), 60);
+    try {
+      // Ten of our intervals, more than the 6 after which silence would close the connection.
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(client.closed, false);
+      assert.equal(fake.pings, pingsBefore, 'the client sent PINGs of its own');
+      assert.ok(fake.pongs > pongsBefore, 'the client did not answer the daemon');
+    } finally {
+      clearInterval(daemonPings);
+      await client.close();
+    }
+  });
+
+  test('keepalive: a daemon that does not ping but answers ours stays connected', async () => {
+    const client = await connect({ keepaliveIntervalMs: 20 });
+    const pingsBefore = fake.pings;
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(client.closed, false);
+    assert.ok(fake.pings > pingsBefore, 'the client never asked a silent daemon');
+    await client.close();
+  });
+
+  test('keepalive: a silent peer is closed with reason keepalive', async () => {
     fake.answerPings = false;
     try {
       const client = await connect({ keepaliveIntervalMs: 40 });
+      const pingsBefore = fake.pings;
       const { reason, error } = await closed(client);
       assert.equal(reason, 'keepalive');
-      assert.match(String(error?.message), /did not answer 5 keepalive pings/);
+      assert.match(String(error?.message), /libvirtd sent nothing for 240 ms/);
+      assert.ok(fake.pings > pingsBefore, 'the client closed without asking first');
     } finally {
       fake.answerPings = true;
+    }
+  });
+
+  test('domain states: other typed parameters are stepped over, a missing state is an error', async () => {
+    const client = await connect();
+    const record = (w: XdrWriter, name: string, params: (w: XdrWriter) => number): void => {
+      w.string(name).fixedOpaque(UUID).i32(-1);
+      const counted = new XdrWriter();
+      const count = params(counted);
+      w.u32(count).fixedOpaque(counted.bytes());
+    };
+    const listing = new XdrWriter().u32(1);
+    record(listing, 'vm3', (w) => {
+      w.string('state.note').i32(7).string('state.state is not this');
+      w.string('state.cpu').i32(4).u32(0).u32(9);
+      w.string('state.reason').i32(1).i32(2);
+      w.string('state.flag').i32(6).i32(1);
+      w.string('state.state').i32(1).i32(5);
+      return 5;
+    });
+    fake.onCall = (call) => call.socket.write(reply(call, listing.bytes()));
+    try {
+      const [vm3, ...more] = await client.getAllDomainStates();
+      assert.deepEqual(more, []);
+      assert.equal(vm3!.domain.name, 'vm3');
+      assert.equal(vm3!.stateCode, 5);
+      assert.equal(vm3!.reasonCode, 2);
+
+      const lacking = new XdrWriter().u32(1);
+      record(lacking, 'vm4', (w) => {
+        w.string('state.reason').i32(1).i32(2);
+        return 1;
+      });
+      fake.onCall = (call) => call.socket.write(reply(call, lacking.bytes()));
+      await assert.rejects(
+        client.getAllDomainStates(),
+        (e: unknown) =>
+          e instanceof LibvirtClientError &&
+          e.code === 'protocol' &&
+          /vm4 lack state\.state/.test(e.message),
+      );
+    } finally {
+      fake.onCall = (call) => call.socket.write(reply(call));
+      await client.close();
     }
   });
 

@@ -30,6 +30,8 @@ export interface FakeLibvirtd {
   onCall: (call: FakeCall) => void;
   /** Every keepalive PING seen. */
   pings: number;
+  /** Every keepalive PONG seen: the client's answers to the fake's own PINGs. */
+  pongs: number;
   /** Whether the fake answers our PINGs. */
   answerPings: boolean;
   readonly connections: Socket[];
@@ -44,6 +46,21 @@ const HANDSHAKE: Record<number, () => Buffer> = {
   [Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY]: () => new XdrWriter().i32(7).bytes(),
   [Proc.CONNECT_CLOSE]: () => Buffer.alloc(0),
 };
+
+const KEEPALIVE_PING = 1;
+const KEEPALIVE_PONG = 2;
+
+/** A keepalive PING as libvirtd sends it: a header-only message, serial 0. */
+export function pingFrame(): Buffer {
+  return encodePacket({
+    program: Program.KEEPALIVE,
+    version: 1,
+    procedure: KEEPALIVE_PING,
+    type: MessageType.MESSAGE,
+    serial: 0,
+    status: MessageStatus.OK,
+  });
+}
 
 export function reply(call: FakeCall, body: Uint8Array = Buffer.alloc(0), status = 0): Buffer {
   return encodePacket({ ...call.header, type: MessageType.REPLY, status }, body);
@@ -69,6 +86,7 @@ export async function startFakeLibvirtd(): Promise<FakeLibvirtd> {
     socketPath,
     onCall: (call) => call.socket.write(reply(call)),
     pings: 0,
+    pongs: 0,
     answerPings: true,
     connections,
     close: async () => {
@@ -85,9 +103,15 @@ export async function startFakeLibvirtd(): Promise<FakeLibvirtd> {
       for (const frame of decoder.push(chunk)) {
         const { header, body } = decodePacket(frame);
         if (header.program === Program.KEEPALIVE) {
+          if (header.procedure === KEEPALIVE_PONG) {
+            fake.pongs++;
+            continue;
+          }
           fake.pings++;
           if (fake.answerPings) {
-            socket.write(encodePacket({ ...header, procedure: 2, status: MessageStatus.OK }));
+            socket.write(
+              encodePacket({ ...header, procedure: KEEPALIVE_PONG, status: MessageStatus.OK }),
+            );
           }
           continue;
         }
