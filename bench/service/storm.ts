@@ -225,8 +225,8 @@ export async function measureStormAndReconcile(
       rssPeakMiB: rssPeak / 2 ** 20,
       rssDeltaMiB: (rssPeak - rssBefore) / 2 ** 20,
       settleNote:
-        'destroy events are stop-like: each waits stopSettleMs ' +
-        `(${options.stopSettleMs} ms) before its lookup`,
+        'the engine runs under observe: destroys are recorded at once (the ' +
+        `${options.stopSettleMs} ms settle window applies under enforce only)`,
     };
     const reconcile = await measureReconcile(options, client, driver, engine);
     return { storm, reconcile };
