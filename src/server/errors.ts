@@ -19,7 +19,7 @@ export const API_ERRORS = {
   'unsupported-media-type': { status: 415, meaning: 'the body is not application/json' },
   'headers-too-large': { status: 431, meaning: 'the request headers are too large' },
   internal: { status: 500, meaning: 'a server fault; details are in its log' },
-  unavailable: { status: 503, meaning: 'hypervisor disconnected or server shutting down' },
+  unavailable: { status: 503, meaning: 'no hypervisor (or agent) to act, or server shutting down' },
   'too-many-watchers': { status: 503, meaning: 'the watch stream limit is reached (Retry-After)' },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
