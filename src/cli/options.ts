@@ -90,31 +90,45 @@ class StartupStopped extends Error {
   }
 }
 
+/** A signal this soon after the first is the same request delivered twice, not a second one. */
+const REPEAT_IS_ECHO_MS = 1000;
+
 /**
  * Starts a service and runs it until SIGINT or SIGTERM, then stops it. Signals are taken from the
  * start: one that arrives while the start is still waiting (for libvirt, say) aborts `start`'s
- * signal instead of killing the process mid-way. A second signal means "now".
+ * signal instead of killing the process mid-way. A second signal (not the echo of the first) means
+ * "now".
  */
 export async function runUntilSignal(
   logger: Logger,
   start: (signal: AbortSignal) => Promise<{ stop(): Promise<void> }>,
 ): Promise<void> {
   const startup = new AbortController();
-  let stopRequested: ((signal: string) => void) | null = null;
-  const onSignal = (signal: string): void => {
-    if (stopRequested !== null) stopRequested(signal);
-    else startup.abort(new StartupStopped(signal));
+  let phase: 'starting' | 'running' | 'stopping' = 'starting';
+  let stopRequested: (signal: string) => void = () => {};
+  let firstAt = 0;
+  // Listeners stay for the process's life: removing the last one, even for an instant, gives the
+  // signal back its default action, and the echo of a Ctrl-C arriving then would kill the process.
+  const onSignal = (signal: string, exitCode: number): void => {
+    if (phase === 'stopping') {
+      // One Ctrl-C under `npm start` arrives twice: the terminal signals npm and node alike, and
+      // npm passes its copy on. Only a signal after that echo window means "now".
+      if (Date.now() - firstAt < REPEAT_IS_ECHO_MS) return;
+      logger.warn(`${signal} again: stopping now, without waiting for work in flight`);
+      logger.flush();
+      process.exit(exitCode);
+    }
+    firstAt = Date.now();
+    if (phase === 'starting') startup.abort(new StartupStopped(signal));
+    else stopRequested(signal);
+    phase = 'stopping';
   };
-  const onSigint = (): void => onSignal('SIGINT');
-  const onSigterm = (): void => onSignal('SIGTERM');
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
+  process.on('SIGINT', () => onSignal('SIGINT', 130));
+  process.on('SIGTERM', () => onSignal('SIGTERM', 143));
   let service: { stop(): Promise<void> };
   try {
     service = await start(startup.signal);
   } catch (error) {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigterm);
     if (startup.signal.aborted) {
       const { signal } = startup.signal.reason as StartupStopped;
       logger.info(`${signal}: stopped before start-up finished`);
@@ -123,11 +137,18 @@ export async function runUntilSignal(
     }
     throw error;
   }
+  if (startup.signal.aborted) {
+    // The signal came as the start-up finished: stop what has just started.
+    const { signal } = startup.signal.reason as StartupStopped;
+    logger.info(`${signal}: stopping what has just started`);
+    await service.stop();
+    logger.info('stopped cleanly');
+    logger.flush();
+    return;
+  }
   await new Promise<void>((resolve) => {
     stopRequested = (signal: string) => {
       logger.info(`${signal}: finishing what is in flight, then closing the store`);
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
       service.stop().then(
         () => {
           logger.info('stopped cleanly');
@@ -140,6 +161,7 @@ export async function runUntilSignal(
         },
       );
     };
+    phase = 'running';
   });
   logger.flush();
 }

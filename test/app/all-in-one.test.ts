@@ -190,7 +190,9 @@ test('npm start without libvirt comes up on the simulated host and serves the AP
     const ready = await fetch(`${url}/readyz`);
     assert.equal(ready.status, 200);
   } finally {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    // 'close', not 'exit': npm may exit before node (which holds the same pipes) has said its
+    // last line.
+    const exited = new Promise((resolve) => child.once('close', resolve));
     process.kill(-child.pid!, 'SIGINT');
     const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 15_000);
     await exited;
