@@ -6,7 +6,6 @@
 // and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
 // truth that they read.
 import postgres from 'postgres';
-import type { RecordedPowerState, TransitionCause, VmState } from '../model/index.ts';
 import {
   CHANGES_PAGE,
   DEFAULT_MAX_BATCH,
@@ -24,8 +23,8 @@ import { Emitter } from '../lib/index.ts';
 import { applyInRounds } from './postgres-batch.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
-import { instanceFromRow } from './sqlite-rows.ts';
-import type { InstanceRow } from './sqlite-rows.ts';
+import { instanceFromRow, transitionFromRow } from './sqlite-rows.ts';
+import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
 import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
@@ -57,20 +56,6 @@ const CHANGES_CHANNEL = 'hvsync_changes';
 const DEFAULT_MAX_CONNECTIONS = 4;
 
 type SqlValue = string | number | boolean | null;
-
-interface TransitionRow {
-  id: number;
-  uuid: string;
-  power_from: string | null;
-  power_to: string;
-  vm_state_from: string | null;
-  vm_state_to: string;
-  cause: string;
-  detail: string;
-  out_of_band: boolean;
-  observed_at: number;
-  recorded_at: number;
-}
 
 interface HostRow {
   name: string;
@@ -561,22 +546,6 @@ export class PostgresStore implements Store {
   private notify(changes: readonly ChangeRecord[]): void {
     this.counters.listenerErrors += this.listeners.emit(changes);
   }
-}
-
-function transitionFromRow(row: TransitionRow): TransitionRecord {
-  return {
-    id: row.id,
-    uuid: row.uuid,
-    from: row.power_from as RecordedPowerState | null,
-    to: row.power_to as RecordedPowerState,
-    vmStateFrom: row.vm_state_from as VmState | null,
-    vmStateTo: row.vm_state_to as VmState,
-    cause: row.cause as TransitionCause,
-    detail: row.detail,
-    outOfBand: row.out_of_band,
-    observedAt: row.observed_at,
-    recordedAt: row.recorded_at,
-  };
 }
 
 function hostFromRow(row: HostRow): HostRecord {

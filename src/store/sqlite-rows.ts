@@ -61,7 +61,8 @@ export interface TransitionRow {
   vm_state_to: string;
   cause: string;
   detail: string;
-  out_of_band: number;
+  /** 0/1 in SQLite, a boolean in PostgreSQL: the one mapper below serves both stores. */
+  out_of_band: number | boolean;
   observed_at: number;
   recorded_at: number;
 }
@@ -132,7 +133,7 @@ export function transitionFromRow(row: TransitionRow): TransitionRecord {
     vmStateTo: row.vm_state_to as VmState,
     cause: row.cause as TransitionCause,
     detail: row.detail,
-    outOfBand: row.out_of_band !== 0,
+    outOfBand: row.out_of_band === true || row.out_of_band === 1,
     observedAt: row.observed_at,
     recordedAt: row.recorded_at,
   };
