@@ -28,3 +28,18 @@ test('src/store does not import the hypervisor layers', () => {
   const bad = importsOf('store').filter(({ from }) => /\.\.\/(virt|libvirt|sync)\//.test(from));
   assert.deepEqual(bad, []);
 });
+
+test('src/client runs in a browser: no Node modules, and only types from the server', () => {
+  const bad: string[] = [];
+  for (const file of readdirSync(`${src}client`).filter((name) => name.endsWith('.ts'))) {
+    const text = readFileSync(`${src}client/${file}`, 'utf8');
+    for (const match of text.matchAll(/^import\s+(type\s+)?[^;]*?from\s+'([^']*)'/gms)) {
+      const [, typeOnly, from] = match;
+      if (from!.startsWith('node:') || !from!.startsWith('.')) bad.push(`${file}: ${from}`);
+      if (from!.startsWith('../') && !from!.startsWith('../model/') && typeOnly === undefined) {
+        bad.push(`${file}: ${from} (values)`);
+      }
+    }
+  }
+  assert.deepEqual(bad, []);
+});
