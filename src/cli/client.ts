@@ -6,9 +6,11 @@ import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts'
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type {
   ApiActionAccepted,
+  ApiCredential,
   ApiHost,
   ApiInstance,
   ApiInstancesPage,
+  ApiIssuedToken,
   ApiTransition,
   ApiWatchError,
   ApiWatchEvent,
@@ -50,6 +52,8 @@ export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080. */
   readonly server: string;
   readonly token?: string;
+  /** PEM certificate(s) to trust for an https server, instead of the system's CAs. */
+  readonly ca?: string | Buffer;
 }
 
 export interface InstanceQuery {
@@ -76,6 +80,7 @@ export interface WatchSubscription extends AsyncIterable<WatchMessage> {
 export class HvsyncClient {
   readonly server: string;
   private readonly token: string | undefined;
+  private readonly ca: string | Buffer | undefined;
 
   constructor(options: ClientOptions) {
     // `127.0.0.1:8080` either fails to parse or parses as scheme `127.0.0.1:`; `host:8080` as
@@ -100,6 +105,7 @@ export class HvsyncClient {
     }
     this.server = url.href.replace(/\/+$/, '');
     this.token = options.token === '' ? undefined : options.token;
+    this.ca = options.ca;
   }
 
   async listInstances(query: InstanceQuery = {}): Promise<ApiInstancesPage> {
@@ -126,6 +132,27 @@ export class HvsyncClient {
 
   async hosts(): Promise<ApiHost[]> {
     return (await this.json<{ hosts: ApiHost[] }>('GET', '/v1/hosts')).hosts;
+  }
+
+  /** Issues a host or reader token (admin only); the answer is the only place it is shown. */
+  async issueToken(
+    kind: 'host' | 'reader',
+    name: string,
+    replace = false,
+  ): Promise<ApiIssuedToken> {
+    const search = replace ? '?replace=true' : '';
+    return this.json<ApiIssuedToken>('POST', `${tokenPath(kind, name)}${search}`);
+  }
+
+  /** Revokes a host's or reader's token (admin only). */
+  async revokeToken(kind: 'host' | 'reader', name: string): Promise<ApiCredential> {
+    return this.json<ApiCredential>('DELETE', tokenPath(kind, name));
+  }
+
+  /** Every host and reader credential, valid and revoked (admin only). */
+  async credentials(): Promise<ApiCredential[]> {
+    return (await this.json<{ credentials: ApiCredential[] }>('GET', '/v1/credentials'))
+      .credentials;
   }
 
   /** Starts an action; resolves when the server has recorded the task, not when it is done. */
@@ -255,7 +282,8 @@ export class HvsyncClient {
     try {
       response = await new Promise<IncomingMessage>((resolve, reject) => {
         // No agent: a command makes a request or three, and no idle socket may keep it alive.
-        const outgoing = send(url, { method, headers, signal, agent: false }, resolve);
+        const tls = this.ca === undefined ? {} : { ca: this.ca };
+        const outgoing = send(url, { method, headers, signal, agent: false, ...tls }, resolve);
         outgoing.once('error', reject);
         outgoing.end(payload);
       });
@@ -266,6 +294,10 @@ export class HvsyncClient {
     if (status < 200 || status > 299) throw await httpError(response, status);
     return response;
   }
+}
+
+function tokenPath(kind: 'host' | 'reader', name: string): string {
+  return `/v1/${kind === 'host' ? 'hosts' : 'readers'}/${encodeURIComponent(name)}/token`;
 }
 
 async function readText(response: IncomingMessage): Promise<string> {
@@ -288,6 +320,9 @@ async function httpError(response: IncomingMessage, status: number): Promise<Cli
   return new ClientError('http', message, { status, apiError });
 }
 
+const UNTRUSTED =
+  "its TLS certificate is not trusted: give the CA's certificate with --ca FILE or HVSYNC_CA";
+
 const NETWORK_REASONS: Record<string, string> = {
   ECONNREFUSED: 'connection refused',
   ENOTFOUND: 'unknown host',
@@ -298,6 +333,13 @@ const NETWORK_REASONS: Record<string, string> = {
   ETIMEDOUT: 'timed out',
   UND_ERR_CONNECT_TIMEOUT: 'timed out',
   UND_ERR_SOCKET: 'connection lost',
+  EPROTO: 'TLS handshake failed: is it https?',
+  DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED,
+  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED,
+  CERT_HAS_EXPIRED: 'its TLS certificate has expired',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its TLS certificate is not for this host name',
 };
 
 function unreachable(server: string, error: unknown): ClientError {
