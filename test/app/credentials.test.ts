@@ -1,41 +1,22 @@
 // Host tokens across `hvsync server` replicas on one PostgreSQL database, as a user runs them: a
 // token issued straight in the database works on every replica, one replica serving HTTPS; a
 // token revoked through one replica's admin API is refused by the other within its cache time.
-import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClientError, HvsyncClient } from '../../src/cli/client.ts';
 import { CREDENTIAL_CACHE_MS } from '../../src/server/index.ts';
 import { openPostgresStore, type PostgresStore } from '../../src/store/index.ts';
+import { hvsync, selfSignedCertificate } from '../support/cli.ts';
 import { describePostgres } from '../support/postgres.ts';
 import { startServerProcess, type ServerProcess } from '../support/server-process.ts';
 import { instanceFields } from '../support/records.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const ADMIN = 'replica-admin-token';
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-replica-tokens-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function hvsync(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith('HVSYNC_')),
-  );
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', ...args],
-      { cwd: root, env, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
 
 async function refusedWith(promise: Promise<unknown>, status: number, pattern: RegExp) {
   await assert.rejects(promise, (error: unknown) => {
@@ -47,33 +28,15 @@ async function refusedWith(promise: Promise<unknown>, status: number, pattern: R
 }
 
 describePostgres('host tokens on hvsync server replicas', (database) => {
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
+  let cert: string;
+  let key: string;
   let store: PostgresStore;
   let plain: ServerProcess;
   let secure: ServerProcess;
   let urls: { plain: string; secure: string };
 
   before(async () => {
-    execFileSync('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ]);
+    ({ cert, key } = selfSignedCertificate(dir, 'replica'));
     const common = ['--db', database.url, '--listen', '127.0.0.1:0', '--token', ADMIN];
     plain = startServerProcess(common);
     secure = startServerProcess([...common, '--tls-cert', cert, '--tls-key', key]);

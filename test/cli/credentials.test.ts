@@ -2,49 +2,16 @@
 // in its own process: through a running server's admin API, and straight in an SQLite file.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { tokenHash } from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import { create, startServer, uuidOf } from '../server/harness.ts';
 import type { Harness } from '../server/harness.ts';
+import { hvsync } from '../support/cli.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const ADMIN = 'the-admin-token';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function hvsync(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', ...args],
-      {
-        cwd: root,
-        env: {
-          ...process.env,
-          HVSYNC_SERVER: '',
-          HVSYNC_TOKEN: '',
-          HVSYNC_TOKEN_FILE: '',
-          HVSYNC_CA: '',
-          ...env,
-        },
-        timeout: 60_000,
-      },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-credentials-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,72 +2,20 @@
 // the test by openssl; and every bad certificate option refused in one line before anything opens.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ClientError, HvsyncClient } from '../../src/cli/client.ts';
 import { ServerError, tlsOptions } from '../../src/server/index.ts';
 import { create, startServer, uuidOf } from '../server/harness.ts';
 import type { Harness } from '../server/harness.ts';
+import { hvsync, selfSignedCertificate } from '../support/cli.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-tls-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const cert = join(dir, 'cert.pem');
-const key = join(dir, 'key.pem');
-const otherKey = join(dir, 'other-key.pem');
-const otherCert = join(dir, 'other-cert.pem');
-
-function selfSigned(certPath: string, keyPath: string): void {
-  execFileSync('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    keyPath,
-    '-out',
-    certPath,
-    '-days',
-    '2',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost',
-  ]);
-}
-selfSigned(cert, key);
-selfSigned(otherCert, otherKey);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The real CLI; none of the HVSYNC_ variables of the environment running the tests leak in. */
-function hvsync(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const clean = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith('HVSYNC_')),
-  );
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', ...args],
-      { cwd: root, env: { ...clean, ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const { cert, key } = selfSignedCertificate(dir, 'server');
+const { cert: otherCert, key: otherKey } = selfSignedCertificate(dir, 'other');
 
 describe('an https server', () => {
   let h: Harness;
@@ -160,7 +108,7 @@ describe('bad TLS options: one line, status 1, before anything opens', () => {
       assert.equal(run.code, 1, run.stderr);
       assert.match(
         run.stderr,
-        /cannot use certificate .*cert\.pem with key .*other-key\.pem: the key does not belong to the certificate/,
+        /cannot use certificate .*server-cert\.pem with key .*other-key\.pem: the key does not belong to the certificate/,
       );
       assert.doesNotMatch(run.stderr, /127\.0\.0\.1:1|never\.db/);
       assert.ok(!existsSync(join(dir, 'never.db')), 'the database was not created');
@@ -183,7 +131,7 @@ describe('bad TLS options: one line, status 1, before anything opens', () => {
     assert.match(alone.stderr, /give both --tls-cert and --tls-key/);
     const swapped = await hvsync([...server, '--tls-cert', key, '--tls-key', cert]);
     assert.equal(swapped.code, 1);
-    assert.match(swapped.stderr, /certificate .*key\.pem is not a PEM certificate/);
+    assert.match(swapped.stderr, /certificate .*server-key\.pem is not a PEM certificate/);
   });
 
   test('TLS is no authentication: a non-loopback address still needs a token', async () => {
