@@ -8,6 +8,7 @@ import { SyncEngine, SyncError } from '../sync/index.ts';
 import {
   ActionRejected,
   buildServer,
+  tlsOptions,
   checkListen,
   listen,
   parseListen,
@@ -15,6 +16,7 @@ import {
   type ActionPort,
   type ReadinessPort,
 } from '../server/index.ts';
+import type { TlsFiles } from '../server/index.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
 import { ConnectionErrorRecorder } from './connection-error.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
@@ -32,6 +34,8 @@ export interface ServiceConfig {
   /** Poll the hypervisor this often instead of listening to its events (none: events). */
   readonly pollIntervalMs?: number;
   readonly token?: string;
+  /** Serve HTTPS with this certificate and key. */
+  readonly tls?: TlsFiles;
   /** Watch streams served at once (the API's default when absent). */
   readonly maxWatchers?: number;
   readonly logger: Logger;
@@ -77,6 +81,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     // A bearer token travels in one header word: one with spaces in it could never match.
     throw new ServerError('invalid-option', 'the API token must be one word, without spaces');
   }
+  // A certificate and key that do not go together are refused before anything opens.
+  if (config.tls !== undefined) tlsOptions(config.tls);
   const connectionErrors = new ConnectionErrorRecorder(logger);
   const chosen = await chooseHypervisor(config.hypervisor, logger, {
     onConnectionError: connectionErrors.report,
@@ -174,6 +180,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       readiness,
       registry,
       token: config.token,
+      credentials: store,
+      tls: config.tls,
       maxWatchers: config.maxWatchers,
       logger: logger.child({ component: 'api' }),
     });

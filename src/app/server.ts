@@ -8,6 +8,7 @@ import { isPostgresUrl, openStore, type StoreError } from '../store/index.ts';
 import {
   ActionRejected,
   buildServer,
+  tlsOptions,
   checkListen,
   listen,
   parseListen,
@@ -15,6 +16,7 @@ import {
   type ActionPort,
   type ReadinessPort,
 } from '../server/index.ts';
+import type { TlsFiles } from '../server/index.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
 
@@ -23,6 +25,8 @@ export interface ControlPlaneConfig {
   readonly db: string;
   readonly listen: string;
   readonly token?: string;
+  /** Serve HTTPS with this certificate and key. */
+  readonly tls?: TlsFiles;
   readonly maxWatchers?: number;
   readonly logger: Logger;
   /** How often the database is asked whether it answers, for /readyz (default 2 s). */
@@ -90,6 +94,8 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
   if (config.token !== undefined && !/^\S+$/.test(config.token)) {
     throw new ServerError('invalid-option', 'the API token must be one word, without spaces');
   }
+  // A certificate and key that do not go together are refused before anything opens.
+  if (config.tls !== undefined) tlsOptions(config.tls);
   config.signal?.throwIfAborted();
 
   // Opening migrates under an advisory lock, so replicas starting together are safe.
@@ -138,6 +144,8 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
       readiness,
       registry,
       token: config.token,
+      credentials: store,
+      tls: config.tls,
       maxWatchers: config.maxWatchers,
       logger: logger.child({ component: 'api' }),
     });

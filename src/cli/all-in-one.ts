@@ -10,6 +10,8 @@ import {
   positiveNumber,
   readToken,
   runUntilSignal,
+  readTls,
+  withTlsOptions,
 } from './options.ts';
 
 /**
@@ -34,6 +36,8 @@ interface AllInOneOptions {
   pollInterval?: string;
   token?: string;
   tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   maxWatchers: string;
   logLevel: string;
 }
@@ -79,8 +83,7 @@ function databasePath(options: AllInOneOptions, hypervisor: HypervisorChoice): s
 
 export function registerAllInOne(program: Command): void {
   const env = process.env;
-  program
-    .command('all-in-one')
+  withTlsOptions(program.command('all-in-one'))
     .description(
       'sync one hypervisor host into an embedded store and serve the API (what npm start runs)',
     )
@@ -164,6 +167,7 @@ export function registerAllInOne(program: Command): void {
             : positiveNumber('--poll-interval (or HVSYNC_POLL_INTERVAL)', options.pollInterval) *
               1000,
         token: readToken(options),
+        tls: readTls(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
         logger,
       };

@@ -11,10 +11,13 @@ export type {
   WatchSubscription,
 } from '../client/index.ts';
 
-export type ClientOptions = Omit<SharedOptions, 'transport'>;
+export interface ClientOptions extends Omit<SharedOptions, 'transport'> {
+  /** PEM certificate(s) to trust for an https server, instead of the system's CAs. */
+  readonly ca?: string | Buffer;
+}
 
 export class HvsyncClient extends ApiClient {
-  constructor(options: ClientOptions) {
-    super({ ...options, transport: nodeHttpTransport });
+  constructor({ ca, ...options }: ClientOptions) {
+    super({ ...options, transport: nodeHttpTransport({ ca }) });
   }
 }

@@ -7,9 +7,10 @@ import type { ApiInstance, ApiWatchError } from '../server/index.ts';
 import { ClientError, DEFAULT_SERVER, HvsyncClient } from './client.ts';
 import type { WatchSubscription } from './client.ts';
 import { historyTable, hostsTable, instanceDetails, instancesTable, watchLine } from './format.ts';
+import { clientCa, type CaOptions } from './options.ts';
 import { clientToken, type TokenOptions } from './token.ts';
 
-interface CommonOptions extends TokenOptions {
+export interface CommonOptions extends TokenOptions, CaOptions {
   readonly server?: string;
   readonly json?: boolean;
 }
@@ -120,23 +121,25 @@ interface ListOptions {
   readonly all?: boolean;
 }
 
-function common(command: Command): Command {
+export function common(command: Command): Command {
   return command
     .option('--server <url>', `hvsync API URL (default $HVSYNC_SERVER, else ${DEFAULT_SERVER})`)
     .option('--token <token>', 'bearer token (default $HVSYNC_TOKEN)')
     .option('--token-file <path>', 'read the bearer token from a file (default $HVSYNC_TOKEN_FILE)')
+    .option('--ca <file>', 'trust this PEM CA certificate for an https server (default $HVSYNC_CA)')
     .option('--json', 'print JSON for scripts instead of tables');
 }
 
-function clientFor(options: CommonOptions): HvsyncClient {
+export function clientFor(options: CommonOptions): HvsyncClient {
   return new HvsyncClient({
     server: options.server ?? (process.env.HVSYNC_SERVER || DEFAULT_SERVER),
     token: clientToken(options),
+    ca: clientCa(options),
   });
 }
 
 /** Adds the hint people need to the one error they can fix with an option. */
-function run<A extends unknown[]>(
+export function run<A extends unknown[]>(
   body: (...args: A) => Promise<void>,
 ): (...args: A) => Promise<void> {
   return async (...args) => {

@@ -4,30 +4,41 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Transport, TransportRequest, TransportResponse } from '../client/index.ts';
 
-export const nodeHttpTransport: Transport = {
-  async send(request: TransportRequest): Promise<TransportResponse> {
-    const url = new URL(request.url);
-    const headers: Record<string, string> = { ...request.headers };
-    if (request.body !== undefined) {
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = String(Buffer.byteLength(request.body));
-    }
-    // TLS loads only for an https server.
-    const send = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
-    const response = await new Promise<IncomingMessage>((resolve, reject) => {
-      // No agent: a command makes a request or three, and no idle socket may keep it alive.
-      const outgoing = send(
-        url,
-        { method: request.method, headers, signal: request.signal, agent: false },
-        resolve,
-      );
-      outgoing.once('error', reject);
-      outgoing.end(request.body);
-    });
-    return {
-      status: response.statusCode ?? 0,
-      body: response as AsyncIterable<Uint8Array>,
-      close: () => response.destroy(),
-    };
-  },
-};
+export interface NodeHttpOptions {
+  /** PEM certificate(s) to trust for an https server, instead of the system's CAs. */
+  readonly ca?: string | Buffer;
+}
+
+export function nodeHttpTransport(options: NodeHttpOptions = {}): Transport {
+  const tls = options.ca === undefined ? {} : { ca: options.ca };
+  return { send: (request) => send(request, tls) };
+}
+
+async function send(
+  request: TransportRequest,
+  tls: { ca?: string | Buffer },
+): Promise<TransportResponse> {
+  const url = new URL(request.url);
+  const headers: Record<string, string> = { ...request.headers };
+  if (request.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(request.body));
+  }
+  // TLS loads only for an https server.
+  const open = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    // No agent: a command makes a request or three, and no idle socket may keep it alive.
+    const outgoing = open(
+      url,
+      { method: request.method, headers, signal: request.signal, agent: false, ...tls },
+      resolve,
+    );
+    outgoing.once('error', reject);
+    outgoing.end(request.body);
+  });
+  return {
+    status: response.statusCode ?? 0,
+    body: response as AsyncIterable<Uint8Array>,
+    close: () => response.destroy(),
+  };
+}

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAllInOne } from './all-in-one.ts';
 import { registerClientCommands } from './commands.ts';
+import { registerCredentialCommands } from './credentials.ts';
 import { registerServer } from './server.ts';
 import { stopWithNpm } from './parent.ts';
 
@@ -31,6 +32,7 @@ registerAllInOne(program);
 registerServer(program);
 
 registerClientCommands(program);
+registerCredentialCommands(program);
 
 stopWithNpm();
 

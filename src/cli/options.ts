@@ -2,6 +2,7 @@
 // one clear line, the logger, the bearer token, and the run that a signal stops cleanly.
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import type { Logger } from 'pino';
 
 export function positiveInteger(name: string, text: string): number {
@@ -81,6 +82,91 @@ export function readToken(options: TokenOptions): string | undefined {
   }
   // A trailing newline is how files end, not part of the token.
   return checkedToken(text.trim(), `token file ${options.tokenFile}`);
+}
+
+export interface TlsOptions {
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+}
+
+/** --tls-cert and --tls-key, for the commands that serve the API. */
+export function withTlsOptions(command: Command): Command {
+  const env = process.env;
+  return command
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS with this PEM certificate (chain) (env HVSYNC_TLS_CERT)',
+      env.HVSYNC_TLS_CERT,
+    )
+    .option(
+      '--tls-key <file>',
+      "the certificate's PEM private key (env HVSYNC_TLS_KEY)",
+      env.HVSYNC_TLS_KEY,
+    );
+}
+
+/**
+ * The certificate and key, read; whether they go together is checked by the service before it
+ * opens anything. Both or neither: one alone would silently serve plain HTTP.
+ */
+export function readTls(
+  options: TlsOptions,
+): { cert: Buffer; key: Buffer; certName: string; keyName: string } | undefined {
+  const cert = options.tlsCert || undefined;
+  const key = options.tlsKey || undefined;
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) {
+    throw new InvalidArgumentError(
+      'give both --tls-cert and --tls-key (or HVSYNC_TLS_CERT and HVSYNC_TLS_KEY), or neither',
+    );
+  }
+  return {
+    cert: readPem(cert, 'TLS certificate'),
+    key: readPem(key, 'TLS key'),
+    certName: `certificate ${cert}`,
+    keyName: `key ${key}`,
+  };
+}
+
+export interface CaOptions {
+  readonly ca?: string;
+}
+
+/**
+ * The CA certificate a client trusts for an https server: --ca, else $HVSYNC_CA; none means the
+ * system's CAs. Shared by the client commands and the agent.
+ */
+export function clientCa(
+  options: CaOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Buffer | undefined {
+  const path = options.ca ?? (env.HVSYNC_CA || undefined);
+  if (path === undefined) return undefined;
+  if (path.trim() === '') throw new InvalidArgumentError('--ca is empty: give a PEM file');
+  return readPem(path, 'CA certificate');
+}
+
+/** A PEM file the CLI was pointed at, read whole; a clear line when it cannot be. */
+export function readPem(path: string, what: string): Buffer {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : (error as Error).message;
+    throw new InvalidArgumentError(`cannot read ${what} ${path}: ${why}`);
+  }
+  if (!bytes.includes('-----BEGIN ')) {
+    throw new InvalidArgumentError(`${what} ${path} is not PEM (no -----BEGIN line)`);
+  }
+  return bytes;
 }
 
 class StartupStopped extends Error {

@@ -1,21 +1,29 @@
 // `hvsync server`: a control-plane replica. The API, watch and metrics over a shared PostgreSQL
 // database, with no hypervisor of its own; run as many as you like on one database.
 import { InvalidArgumentError, type Command } from 'commander';
-import { createLogger, positiveInteger, readToken, runUntilSignal } from './options.ts';
+import {
+  createLogger,
+  positiveInteger,
+  readToken,
+  runUntilSignal,
+  readTls,
+  withTlsOptions,
+} from './options.ts';
 
 interface ServerOptions {
   db?: string;
   listen: string;
   token?: string;
   tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   maxWatchers: string;
   logLevel: string;
 }
 
 export function registerServer(program: Command): void {
   const env = process.env;
-  program
-    .command('server')
+  withTlsOptions(program.command('server'))
     .description(
       'serve the API and watch from a shared PostgreSQL database, no hypervisor (one of several replicas)',
     )
@@ -54,6 +62,7 @@ export function registerServer(program: Command): void {
         db,
         listen: options.listen,
         token: readToken(options),
+        tls: readTls(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
       };
       const logger = await createLogger(options.logLevel);

@@ -3,16 +3,18 @@
 import type { ActionName } from '../model/index.ts';
 import type {
   ApiActionAccepted,
+  ApiCredential,
   ApiHost,
   ApiInstance,
   ApiInstancesPage,
+  ApiIssuedToken,
   ApiTransition,
   ApiWatchError,
   ApiWatchEvent,
 } from '../server/index.ts';
 import { ClientError, httpError, unreachable } from './errors.ts';
 import { routes } from './routes.ts';
-import type { ActionBody, InstanceQuery, Route } from './routes.ts';
+import type { ActionBody, CredentialKind, InstanceQuery, Route } from './routes.ts';
 import { SseParser } from './sse.ts';
 import type { SseMessage } from './sse.ts';
 import { readText } from './transport.ts';
@@ -63,6 +65,21 @@ export class ApiClient {
 
   async hosts(): Promise<ApiHost[]> {
     return (await this.json(routes.hosts())).hosts;
+  }
+
+  /** Issues a host or reader token (admin only); the answer is the only place it is shown. */
+  async issueToken(kind: CredentialKind, name: string, replace = false): Promise<ApiIssuedToken> {
+    return this.json(routes.issueToken(kind, name, replace));
+  }
+
+  /** Revokes a host's or reader's token (admin only). */
+  async revokeToken(kind: CredentialKind, name: string): Promise<ApiCredential> {
+    return this.json(routes.revokeToken(kind, name));
+  }
+
+  /** Every host and reader credential, valid and revoked (admin only). */
+  async credentials(): Promise<ApiCredential[]> {
+    return (await this.json(routes.credentials())).credentials;
   }
 
   /** Starts an action; resolves when the server has recorded the task, not when it is done. */

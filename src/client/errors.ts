@@ -30,6 +30,9 @@ export class ClientError extends Error {
   }
 }
 
+const UNTRUSTED =
+  "its TLS certificate is not trusted: give the CA's certificate with --ca FILE or HVSYNC_CA";
+
 const NETWORK_REASONS: Record<string, string> = {
   ECONNREFUSED: 'connection refused',
   ENOTFOUND: 'unknown host',
@@ -40,6 +43,13 @@ const NETWORK_REASONS: Record<string, string> = {
   ETIMEDOUT: 'timed out',
   UND_ERR_CONNECT_TIMEOUT: 'timed out',
   UND_ERR_SOCKET: 'connection lost',
+  EPROTO: 'TLS handshake failed: is it https?',
+  DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED,
+  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED,
+  CERT_HAS_EXPIRED: 'its TLS certificate has expired',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its TLS certificate is not for this host name',
 };
 
 /** The error for a request that never got an answer, with the network's reason when known. */

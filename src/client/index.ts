@@ -9,7 +9,7 @@ export { fetchTransport } from './fetch-transport.ts';
 export { histogramOf, parseMetricsText, sumOf } from './metrics-text.ts';
 export type { HistogramBucket, MetricSample } from './metrics-text.ts';
 export { routes } from './routes.ts';
-export type { ActionBody, InstanceQuery, Route } from './routes.ts';
+export type { ActionBody, CredentialKind, InstanceQuery, Route } from './routes.ts';
 export { SseParser } from './sse.ts';
 export type { SseMessage } from './sse.ts';
 export { readText } from './transport.ts';

@@ -2,9 +2,11 @@
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type {
   ApiActionAccepted,
+  ApiCredential,
   ApiHost,
   ApiInstance,
   ApiInstancesPage,
+  ApiIssuedToken,
   ApiTransition,
 } from '../server/index.ts';
 
@@ -26,11 +28,16 @@ export interface ActionBody {
 
 /** A route: its method, its path (with query) and the type of its JSON answer. */
 export interface Route<T> {
-  readonly method: 'GET' | 'POST';
+  readonly method: 'GET' | 'POST' | 'DELETE';
   readonly path: string;
   /** Phantom: the answer's type, for the compiler only. */
   readonly answer?: T;
 }
+
+export type CredentialKind = 'host' | 'reader';
+
+const tokenPath = (kind: CredentialKind, name: string) =>
+  `/v1/${kind === 'host' ? 'hosts' : 'readers'}/${encodeURIComponent(name)}/token`;
 
 const uuidPath = (uuid: string) => `/v1/instances/${encodeURIComponent(uuid)}`;
 
@@ -59,6 +66,21 @@ export const routes = {
     path: `${uuidPath(uuid)}/actions`,
   }),
   hosts: (): Route<{ hosts: ApiHost[] }> => ({ method: 'GET', path: '/v1/hosts' }),
+  /** Admin only; the answer is the only place the token is ever shown. */
+  issueToken: (kind: CredentialKind, name: string, replace = false): Route<ApiIssuedToken> => ({
+    method: 'POST',
+    path: withQuery(tokenPath(kind, name), { replace: replace ? 'true' : undefined }),
+  }),
+  /** Admin only. */
+  revokeToken: (kind: CredentialKind, name: string): Route<ApiCredential> => ({
+    method: 'DELETE',
+    path: tokenPath(kind, name),
+  }),
+  /** Admin only: every host and reader credential, valid and revoked. */
+  credentials: (): Route<{ credentials: ApiCredential[] }> => ({
+    method: 'GET',
+    path: '/v1/credentials',
+  }),
   /** Server-Sent Events; not JSON. */
   watch: (since?: number): Route<never> => ({
     method: 'GET',

@@ -5,8 +5,9 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
-import type { InstanceFilter, ReadStore } from '../store/index.ts';
-import { bearerTokenCheck } from './auth.ts';
+import type { CredentialStore, InstanceFilter, ReadStore } from '../store/index.ts';
+import { Authenticator } from './auth.ts';
+import { credentialRoutes } from './credential-routes.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
   apiError,
@@ -17,11 +18,14 @@ import {
   validationError,
 } from './errors.ts';
 import type { ApiErrorCode } from './errors.ts';
-import { markAuthenticated } from './listen.ts';
+import { admitRequest } from './guard.ts';
+import { markAuthenticated, markTls } from './listen.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { parseParameters } from './params.ts';
 import { RouteMethods } from './route-methods.ts';
+import { tlsOptions } from './tls.ts';
+import type { TlsFiles } from './tls.ts';
 import {
   DEFAULT_PAGE,
   UUID_PATTERN,
@@ -46,8 +50,17 @@ export interface ServerOptions {
   readonly readiness: ReadinessPort;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
   readonly registry: Registry;
-  /** Turns on bearer authentication for every route but /healthz. */
+  /** The admin token: turns on bearer authentication for every route but /healthz. */
   readonly token?: string;
+  /**
+   * Host and reader tokens (src/server/policy.ts says what each may do), and the admin routes
+   * that issue and revoke them. Without it only the admin token exists.
+   */
+  readonly credentials?: CredentialStore;
+  /** How long a looked-up host or reader token is believed; the bound on revocation. Default 5 000. */
+  readonly credentialCacheMs?: number;
+  /** Serve HTTPS with this certificate and key (PEM). */
+  readonly tls?: TlsFiles;
   /** A pino logger (or any Fastify-compatible one), or true for Fastify's own; default silent. */
   readonly logger?: FastifyBaseLogger | boolean;
   /** Comment line sent on idle watch streams so proxies and clients see they are alive. Default 15 000. */
@@ -82,8 +95,10 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     typeof options.logger === 'object'
       ? { loggerInstance: options.logger }
       : { logger: options.logger ?? false };
+  const https = options.tls === undefined ? {} : { https: tlsOptions(options.tls) };
   const app = Fastify({
     ...loggerOption,
+    ...https,
     bodyLimit: options.bodyLimit ?? 64 * 1024,
     // Requests are logged at debug level by the onResponse hook below, not at info by Fastify.
     logController: new LogController({ disableRequestLogging: true }),
@@ -121,8 +136,14 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   app.removeContentTypeParser('text/plain');
 
   const metrics = serverMetrics(options.registry);
-  const check = options.token === undefined ? null : bearerTokenCheck(options.token);
-  if (check !== null) markAuthenticated(app);
+  const authenticator = new Authenticator({
+    adminToken: options.token,
+    credentials: options.credentials,
+    cacheMs: options.credentialCacheMs,
+    now: options.now,
+  });
+  if (authenticator.required) markAuthenticated(app);
+  if (options.tls !== undefined) markTls(app);
 
   let closing = false;
   app.addHook('preClose', async () => {
@@ -141,12 +162,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
         .send(apiError('unavailable', 'the server is shutting down'));
       return;
     }
-    if (check === null || open) return;
-    if (check(request.headers.authorization)) return;
-    await reply
-      .code(401)
-      .header('www-authenticate', 'Bearer realm="hvsync"')
-      .send(apiError('unauthorized', 'missing or wrong bearer token (Authorization: Bearer ...)'));
+    if (!open) await admitRequest(authenticator, request, reply);
   });
   app.addHook('preValidation', async (request) => parseParameters(request));
   app.addHook('onResponse', async (request, reply) => {
@@ -196,13 +212,18 @@ export function buildServer(options: ServerOptions): FastifyInstance {
         description:
           "The control plane's record of every instance, kept in step with the hypervisor.",
       },
-      components:
-        check === null ? {} : { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: check === null ? [] : [{ bearer: [] }],
+      components: !authenticator.required
+        ? {}
+        : { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: !authenticator.required ? [] : [{ bearer: [] }],
     },
   });
   // Routes live in a plugin registered after swagger, whose onRoute hook must see them.
   void app.register(async (api) => routes(api, options, metrics));
+  const { credentials } = options;
+  if (credentials !== undefined) {
+    void app.register(async (api) => credentialRoutes(api, credentials, authenticator));
+  }
   return app;
 }
 

@@ -76,11 +76,18 @@ export function markAuthenticated(server: FastifyInstance): void {
   authenticated.add(server);
 }
 
+const secured = new WeakSet<FastifyInstance>();
+
+/** Called by buildServer when it serves HTTPS, so that the URL it listens at says so. */
+export function markTls(server: FastifyInstance): void {
+  secured.add(server);
+}
+
 export interface Listening {
   readonly host: string;
   /** The bound port (the system's choice when 0 was asked for). */
   readonly port: number;
-  /** Base URL for clients, e.g. http://127.0.0.1:8080. */
+  /** Base URL for clients, e.g. http://127.0.0.1:8080 (https:// with TLS). */
   readonly url: string;
 }
 
@@ -98,7 +105,8 @@ export async function listen(
   }
   const bound = server.server.address();
   const port = typeof bound === 'object' && bound !== null ? bound.port : address.port;
-  const url = `http://${formatAddress({ host: address.host, port })}`;
+  const scheme = secured.has(server) ? 'https' : 'http';
+  const url = `${scheme}://${formatAddress({ host: address.host, port })}`;
   return { host: address.host, port, url };
 }
 

@@ -40,7 +40,7 @@ export class ActionRejected extends Error {
 }
 
 export type ServerErrorCode =
-  'insecure-listen' | 'invalid-listen' | 'invalid-option' | 'listen-failed';
+  'insecure-listen' | 'invalid-listen' | 'invalid-option' | 'invalid-tls' | 'listen-failed';
 
 export class ServerError extends Error {
   override readonly name = 'ServerError';
@@ -131,4 +131,17 @@ export interface ApiWatchError {
   /** The last revision this stream delivered (or started from); resume with since=lastRevision. */
   readonly lastRevision: number;
   readonly oldestRevision?: number;
+}
+
+/** A host or reader credential as the admin sees it; the token itself is never shown again. */
+export interface ApiCredential {
+  readonly kind: 'host' | 'reader';
+  readonly name: string;
+  readonly createdAt: string;
+  readonly revokedAt: string | null;
+}
+
+/** The answer to issuing a token: the only time the token is ever shown. */
+export interface ApiIssuedToken extends ApiCredential {
+  readonly token: string;
 }

@@ -1,5 +1,5 @@
 export * from './types.ts';
-export type { EngineStore, ReadStore, Store } from './ports.ts';
+export type { CredentialStore, EngineStore, ReadStore, Store } from './ports.ts';
 export { openSqliteStore, SqliteStore } from './sqlite.ts';
 export type { SqliteStoreOptions, SqliteStoreStats } from './sqlite.ts';
 export { openPostgresStore, PostgresStore } from './postgres.ts';

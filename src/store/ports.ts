@@ -2,11 +2,15 @@
 // conditionally; the API reads pages, history and the change feed. Each side depends only on
 // its port, so a store backend is checked against exactly what each client uses.
 import type {
+  AddCredentialResult,
   ChangeRecord,
+  CredentialKind,
+  CredentialRecord,
   ChangesPage,
   HostRecord,
   HostStatus,
   InstanceFilter,
+  NewCredential,
   InstanceRecord,
   InstanceWrite,
   StoreError,
@@ -47,8 +51,22 @@ export interface ReadStore {
   listHosts(): Promise<HostRecord[]>;
 }
 
+/**
+ * Host and reader tokens, by hash. A name has at most one valid credential at a time; revoked
+ * ones are kept so that their token is told it was revoked rather than that it is unknown.
+ */
+export interface CredentialStore {
+  addCredential(credential: NewCredential): Promise<AddCredentialResult>;
+  /** Revokes the name's valid credential; null when it has none. */
+  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null>;
+  /** The credential with this token hash, valid or revoked; null when none has it. */
+  findCredential(tokenHash: string): Promise<CredentialRecord | null>;
+  /** Every credential, valid and revoked, by kind, name, then newest first. */
+  listCredentials(): Promise<CredentialRecord[]>;
+}
+
 /** Both ports plus what only the process that opened the store does with it. */
-export interface Store extends EngineStore, ReadStore {
+export interface Store extends EngineStore, ReadStore, CredentialStore {
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
   readonly stats: StoreStats;
   /** Commits what is pending, then closes. */

@@ -78,6 +78,23 @@ export const PG_MIGRATIONS: readonly Migration[] = [
     name: 'host connection error',
     sql: `ALTER TABLE hosts ADD COLUMN connection_error text;`,
   },
+  {
+    version: 3,
+    name: 'credentials',
+    sql: `
+      -- Host and reader tokens by their sha256 only. Revoked rows stay, so that a revoked token
+      -- is told so; at most one valid credential per name.
+      CREATE TABLE credentials (
+        id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind       text   NOT NULL,
+        name       text   NOT NULL,
+        token_hash text   NOT NULL UNIQUE,
+        created_at bigint NOT NULL,
+        revoked_at bigint
+      );
+      CREATE UNIQUE INDEX credentials_valid ON credentials (kind, name) WHERE revoked_at IS NULL;
+    `,
+  },
 ];
 
 /** Any fixed key shared by every hvsync process: the advisory lock migrations run under. */

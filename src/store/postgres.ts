@@ -21,6 +21,7 @@ import {
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
 import { applyInRounds } from './postgres-batch.ts';
+import { PostgresCredentials } from './postgres-credentials.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, transitionFromRow } from './sqlite-rows.ts';
@@ -28,13 +29,17 @@ import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
 import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
+  AddCredentialResult,
   ChangeRecord,
   ChangesPage,
+  CredentialKind,
+  CredentialRecord,
   HostRecord,
   HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
+  NewCredential,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -129,6 +134,7 @@ export class PostgresStore implements Store {
   private readonly now: () => number;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
+  private readonly credentials: PostgresCredentials;
 
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
@@ -166,6 +172,7 @@ export class PostgresStore implements Store {
     this.onFeedError = options.onFeedError ?? (() => {});
     this.writeHealth = new WriteHealth(options.onWriteHealth);
     this.deliveredUpTo = latestRevision;
+    this.credentials = new PostgresCredentials(sql, (query) => this.read(query), this.now);
   }
 
   get stats(): StoreStats {
@@ -304,6 +311,22 @@ export class PostgresStore implements Store {
   async listHosts(): Promise<HostRecord[]> {
     const rows = await this.read(() => this.sql<HostRow[]>`SELECT * FROM hosts ORDER BY name`);
     return rows.map(hostFromRow);
+  }
+
+  addCredential(credential: NewCredential): Promise<AddCredentialResult> {
+    return this.credentials.addCredential(credential);
+  }
+
+  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null> {
+    return this.credentials.revokeCredential(kind, name);
+  }
+
+  findCredential(tokenHash: string): Promise<CredentialRecord | null> {
+    return this.credentials.findCredential(tokenHash);
+  }
+
+  listCredentials(): Promise<CredentialRecord[]> {
+    return this.credentials.listCredentials();
   }
 
   /** Commits every queued write, then closes. Closing again is a no-op. */

@@ -75,6 +75,23 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'host connection error',
     sql: `ALTER TABLE hosts ADD COLUMN connection_error TEXT;`,
   },
+  {
+    version: 3,
+    name: 'credentials',
+    sql: `
+      -- Host and reader tokens by their sha256 only. Revoked rows stay, so that a revoked token
+      -- is told so; at most one valid credential per name.
+      CREATE TABLE credentials (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT    NOT NULL,
+        name       TEXT    NOT NULL,
+        token_hash TEXT    NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+      );
+      CREATE UNIQUE INDEX credentials_valid ON credentials (kind, name) WHERE revoked_at IS NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

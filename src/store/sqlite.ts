@@ -22,6 +22,7 @@ import type {
   SqlValue,
   TransitionRow,
 } from './sqlite-rows.ts';
+import { SqliteCredentials } from './sqlite-credentials.ts';
 import { openSqliteFile } from './sqlite-open.ts';
 import { migrate } from './sqlite-schema.ts';
 import {
@@ -40,13 +41,17 @@ import { Emitter } from '../lib/index.ts';
 import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
+  AddCredentialResult,
   ChangeRecord,
   ChangesPage,
+  CredentialKind,
+  CredentialRecord,
   HostRecord,
   HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
+  NewCredential,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -143,6 +148,7 @@ export class SqliteStore implements Store {
     (write: InstanceWrite, now: number) => Outcome
   >;
   private readonly readPage: Database.Transaction<(since: number, limit: number) => ChangesPage>;
+  private readonly credentials: SqliteCredentials;
 
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
     const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -220,6 +226,7 @@ export class SqliteStore implements Store {
     this.readPage = db.transaction((since, limit) => this.changesPage(since, limit));
 
     this.oldestKept = this.selectBounds.get()?.oldest ?? null;
+    this.credentials = new SqliteCredentials(db, (body) => this.guard(body), this.now);
   }
 
   get stats(): SqliteStoreStats {
@@ -311,6 +318,22 @@ export class SqliteStore implements Store {
 
   async listHosts(): Promise<HostRecord[]> {
     return this.guard(() => this.selectHosts.all().map(hostFromRow));
+  }
+
+  addCredential(credential: NewCredential): Promise<AddCredentialResult> {
+    return this.credentials.addCredential(credential);
+  }
+
+  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null> {
+    return this.credentials.revokeCredential(kind, name);
+  }
+
+  findCredential(tokenHash: string): Promise<CredentialRecord | null> {
+    return this.credentials.findCredential(tokenHash);
+  }
+
+  listCredentials(): Promise<CredentialRecord[]> {
+    return this.credentials.listCredentials();
   }
 
   /** Commits every queued write, then closes. Closing again is a no-op. */

@@ -121,6 +121,36 @@ export interface InstanceFilter {
   readonly after?: string;
 }
 
+/**
+ * Who a bearer token stands for besides the admin: a hypervisor host's agent, or a reader (a
+ * dashboard, a monitoring job). The admin token is the server's own option, never stored.
+ */
+export type CredentialKind = 'host' | 'reader';
+
+export interface CredentialRecord {
+  readonly kind: CredentialKind;
+  /** The host's name for `host`; a label of the owner's choosing for `reader`. */
+  readonly name: string;
+  /** sha256 of the token, lowercase hex: the token itself is never stored. */
+  readonly tokenHash: string;
+  readonly createdAt: number;
+  /** When it was revoked, epoch ms; null while it is valid. */
+  readonly revokedAt: number | null;
+}
+
+export interface NewCredential {
+  readonly kind: CredentialKind;
+  readonly name: string;
+  readonly tokenHash: string;
+  /** Revoke the name's valid credential in the same transaction instead of refusing. */
+  readonly replace?: boolean;
+}
+
+export type AddCredentialResult =
+  | { readonly ok: true; readonly credential: CredentialRecord }
+  /** The name already has a valid credential (and `replace` was not asked for). */
+  | { readonly ok: false; readonly reason: 'exists'; readonly current: CredentialRecord };
+
 /** Options both stores take. */
 export interface StoreOptions {
   /** Change-log rows kept; a watcher that falls further behind must re-list. Default 100 000. */

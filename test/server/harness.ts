@@ -173,7 +173,14 @@ export async function startServer(options: HarnessOptions = {}): Promise<Harness
   const registry = new Registry();
   const actions = new FakeActions(store);
   const readiness = new FakeReadiness();
-  const app = buildServer({ ...serverOptions, store, actions, readiness, registry });
+  const app = buildServer({
+    credentials: store,
+    ...serverOptions,
+    store,
+    actions,
+    readiness,
+    registry,
+  });
   const { url } = await listen(app, '127.0.0.1:0');
   return {
     store,

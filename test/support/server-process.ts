@@ -47,7 +47,7 @@ export function startServerProcess(args: readonly string[]): ServerProcess {
     async started() {
       const deadline = Date.now() + WAIT_MS;
       for (;;) {
-        const match = /serving the control-plane API at (http:\/\/\S+?)"/.exec(output);
+        const match = /serving the control-plane API at (https?:\/\/\S+?)"/.exec(output);
         if (match !== null) return match[1]!;
         if (child.exitCode !== null || Date.now() > deadline) {
           child.kill('SIGKILL');

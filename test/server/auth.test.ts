@@ -1,0 +1,392 @@
+// Principals and the route policy on a real server over a real SQLite file: the admin token, a
+// reader's token and host tokens issued through the admin API, each refused what it may not do.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Registry } from 'prom-client';
+import { buildServer, listen, mayHostWrite, principalOf } from '../../src/server/index.ts';
+import { openSqliteStore } from '../../src/store/index.ts';
+import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
+import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf } from './harness.ts';
+import type { Harness, Reply } from './harness.ts';
+import { call as callHarness } from './harness.ts';
+
+const ADMIN = 'admin-secret';
+
+interface Replica {
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly store: SqliteStore;
+  readonly actions: FakeActions;
+  close(): Promise<void>;
+}
+
+/**
+ * A server as `hvsync server` builds it, plus a stand-in for the agent's batch write route (not
+ * built yet): it declares its access in one line, reads each write's current record and asks
+ * mayHostWrite, as the real one does; a refused write refuses the whole request.
+ */
+async function startReplica(
+  path: string,
+  options: { token?: string; now?: () => number } = {},
+): Promise<Replica> {
+  const store = await openSqliteStore(path, { exclusive: false });
+  const actions = new FakeActions(store);
+  const app = buildServer({
+    store,
+    actions,
+    readiness: new FakeReadiness(),
+    registry: new Registry(),
+    token: 'token' in options ? options.token : ADMIN,
+    credentials: store,
+    now: options.now,
+  });
+  app.post<{ Params: { host: string }; Body: { writes: InstanceWrite[] } }>(
+    '/v1/hosts/:host/test-writes',
+    { config: { access: { principals: ['host'], hostParam: 'host' } } },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      for (const write of request.body.writes) {
+        if (principal.kind !== 'host') break;
+        const refusal = mayHostWrite(principal.host, write, await store.getInstance(write.uuid));
+        if (refusal !== null) return reply.code(403).send({ error: 'forbidden', message: refusal });
+      }
+      return { results: await Promise.all(request.body.writes.map((w) => store.write(w))) };
+    },
+  );
+  const { url } = await listen(app, '127.0.0.1:0');
+  return {
+    url,
+    app,
+    store,
+    actions,
+    async close() {
+      actions.cancelPending();
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+function call(
+  replica: Replica,
+  path: string,
+  token: string | undefined,
+  init: RequestInit & { json?: unknown } = {},
+): Promise<Reply> {
+  const headers = new Headers(init.headers);
+  if (token !== undefined) headers.set('authorization', `Bearer ${token}`);
+  return callHarness({ url: replica.url } as Harness, path, { ...init, headers });
+}
+
+function forbidden(reply: Reply, pattern: RegExp): void {
+  assert.equal(reply.status, 403, reply.text);
+  const body = errorOf(reply);
+  assert.equal(body.error, 'forbidden');
+  assert.match(body.message, pattern);
+}
+
+async function issue(replica: Replica, path: string): Promise<string> {
+  const reply = await call(replica, path, ADMIN, { method: 'POST' });
+  assert.equal(reply.status, 201, reply.text);
+  const token = (reply.body as { token: string }).token;
+  assert.match(token, /^hvs_[A-Za-z0-9_-]{43}$/);
+  return token;
+}
+
+const migration: NewTransition = {
+  from: 'running',
+  to: 'running',
+  vmStateFrom: 'active',
+  vmStateTo: 'active',
+  cause: 'migration',
+  detail: 'host-b → host-a',
+  outOfBand: false,
+  observedAt: 1,
+};
+
+const dir = mkdtempSync(join(tmpdir(), 'hvsync-auth-test-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+const freshPath = () => join(dir, `auth-${(files += 1)}.db`);
+
+describe('tokens and what each may do', () => {
+  let server: Replica;
+  let reader: string;
+  let hostA: string;
+  let hostB: string;
+
+  before(async () => {
+    server = await startReplica(freshPath());
+    await create(server.store, uuidOf(1), { name: 'a1', host: 'host-a' });
+    await create(server.store, uuidOf(2), { name: 'b1', host: 'host-b' });
+    reader = await issue(server, '/v1/readers/dashboard/token');
+    hostA = await issue(server, '/v1/hosts/host-a/token');
+    hostB = await issue(server, '/v1/hosts/host-b/token');
+  });
+  after(() => server.close());
+
+  test('no token or an unknown one is 401; the admin token may do everything', async () => {
+    assert.equal((await call(server, '/v1/instances', undefined)).status, 401);
+    const unknown = await call(server, '/v1/instances', 'hvs_not-a-real-token');
+    assert.equal(unknown.status, 401);
+    assert.equal(errorOf(unknown).error, 'unauthorized');
+    assert.equal((await call(server, '/v1/instances', ADMIN)).status, 200);
+    assert.equal((await call(server, '/v1/hosts', ADMIN)).status, 200);
+    assert.equal((await call(server, '/v1/credentials', ADMIN)).status, 200);
+    const action = await call(server, `/v1/instances/${uuidOf(1)}/actions`, ADMIN, {
+      method: 'POST',
+      json: { action: 'pause' },
+    });
+    assert.equal(action.status, 202, action.text);
+    assert.equal((await call(server, '/healthz', undefined)).status, 200, 'public');
+  });
+
+  test('the token is shown once; the credential list has names and times, never hashes', async () => {
+    const list = await call(server, '/v1/credentials', ADMIN);
+    const credentials = (list.body as { credentials: Record<string, unknown>[] }).credentials;
+    assert.deepEqual(
+      credentials.map((c) => `${String(c.kind)} ${String(c.name)}`),
+      ['host host-a', 'host host-b', 'reader dashboard'],
+    );
+    assert.ok(!list.text.includes(hostA) && !/[0-9a-f]{64}/.test(list.text), list.text);
+  });
+
+  test('a reader reads everything and changes nothing', async () => {
+    for (const path of ['/v1/instances', `/v1/instances/${uuidOf(2)}`, '/v1/hosts', '/readyz']) {
+      assert.equal((await call(server, path, reader)).status, 200, path);
+    }
+    const action = await call(server, `/v1/instances/${uuidOf(2)}/actions`, reader, {
+      method: 'POST',
+      json: { action: 'stop' },
+    });
+    forbidden(action, /reader 'dashboard' may only read \(GET\)/);
+    assert.deepEqual(
+      server.actions.submitted.filter((s) => s.uuid === uuidOf(2)),
+      [],
+    );
+    forbidden(
+      await call(server, '/v1/hosts/evil/token', reader, { method: 'POST' }),
+      /may only read/,
+    );
+    forbidden(await call(server, '/v1/credentials', reader), /needs the admin token/);
+  });
+
+  test("a host token reads only its own host's instances, with host= given", async () => {
+    const own = await call(server, '/v1/instances?host=host-a', hostA);
+    assert.equal(own.status, 200, own.text);
+    const instances = (own.body as { instances: { uuid: string }[] }).instances;
+    assert.deepEqual(
+      instances.map((i) => i.uuid),
+      [uuidOf(1)],
+    );
+    forbidden(
+      await call(server, '/v1/instances', hostA),
+      /host 'host-a' must give host=host-a on GET \/v1\/instances/,
+    );
+    forbidden(
+      await call(server, '/v1/instances?host=host-b', hostA),
+      /may not read the instances of host 'host-b'/,
+    );
+    forbidden(
+      await call(server, '/v1/instances?host=host-a&host=host-b', hostA),
+      /may not read the instances of host given twice/,
+    );
+    forbidden(await call(server, `/v1/instances/${uuidOf(1)}`, hostA), /may not use GET/);
+    forbidden(await call(server, '/v1/hosts', hostA), /own host's instances/);
+    forbidden(
+      await call(server, `/v1/instances/${uuidOf(1)}/actions`, hostA, {
+        method: 'POST',
+        json: { action: 'stop' },
+      }),
+      /may not use POST/,
+    );
+    forbidden(
+      await call(server, '/v1/hosts/host-a/token', hostA, { method: 'DELETE' }),
+      /may not use DELETE/,
+    );
+  });
+
+  test("a host token writes its own host's instances", async () => {
+    const { version } = (await server.store.getInstance(uuidOf(1)))!;
+    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+      method: 'POST',
+      json: {
+        writes: [
+          { kind: 'create', uuid: uuidOf(10), fields: fields({ host: 'host-a' }) },
+          { kind: 'update', uuid: uuidOf(1), expectedVersion: version, patch: { name: 'renamed' } },
+        ],
+      },
+    });
+    assert.equal(reply.status, 200, reply.text);
+    assert.equal((await server.store.getInstance(uuidOf(10)))?.host, 'host-a');
+    assert.equal((await server.store.getInstance(uuidOf(1)))?.name, 'renamed');
+  });
+
+  test("another host's instance: 403, and nothing of the request is written", async () => {
+    const before = await server.store.getInstance(uuidOf(2));
+    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+      method: 'POST',
+      json: {
+        writes: [
+          { kind: 'create', uuid: uuidOf(11), fields: fields({ host: 'host-a' }) },
+          { kind: 'update', uuid: uuidOf(2), expectedVersion: 1, patch: { powerState: 'shutoff' } },
+        ],
+      },
+    });
+    forbidden(reply, new RegExp(`instance ${uuidOf(2)} is recorded on host 'host-b'`));
+    assert.deepEqual(await server.store.getInstance(uuidOf(2)), before);
+    assert.equal(await server.store.getInstance(uuidOf(11)), null);
+  });
+
+  test('a new instance claiming another host: 403', async () => {
+    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+      method: 'POST',
+      json: { writes: [{ kind: 'create', uuid: uuidOf(12), fields: fields({ host: 'host-b' }) }] },
+    });
+    forbidden(reply, /host 'host-a' may not create instance .* on host 'host-b'/);
+    assert.equal(await server.store.getInstance(uuidOf(12)), null);
+  });
+
+  test("a replayed journal of another host: 403 on its path, 403 on the host's own", async () => {
+    // host-b's journal, sent with host-a's token: the path names host-b...
+    const journal = {
+      writes: [
+        { kind: 'update', uuid: uuidOf(2), expectedVersion: 1, patch: { powerState: 'paused' } },
+      ],
+    };
+    forbidden(
+      await call(server, '/v1/hosts/host-b/test-writes', hostA, { method: 'POST', json: journal }),
+      /the token of host 'host-a' may not act for host 'host-b'/,
+    );
+    // ...or the path names host-a: the writes are host-b's instances all the same.
+    forbidden(
+      await call(server, '/v1/hosts/host-a/test-writes', hostA, { method: 'POST', json: journal }),
+      /recorded on host 'host-b'/,
+    );
+    assert.equal((await server.store.getInstance(uuidOf(2)))?.powerState, 'running');
+  });
+
+  test('a host may not hand its instance to another; the destination claims it by migration', async () => {
+    await create(server.store, uuidOf(20), { host: 'host-b' });
+    forbidden(
+      await call(server, '/v1/hosts/host-b/test-writes', hostB, {
+        method: 'POST',
+        json: {
+          writes: [
+            { kind: 'update', uuid: uuidOf(20), expectedVersion: 1, patch: { host: 'host-a' } },
+          ],
+        },
+      }),
+      /host 'host-b' may not move instance .* to host 'host-a'/,
+    );
+    const claim = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+      method: 'POST',
+      json: {
+        writes: [
+          {
+            kind: 'update',
+            uuid: uuidOf(20),
+            expectedVersion: 1,
+            patch: { host: 'host-a', powerState: 'running' },
+            transition: migration,
+          },
+        ],
+      },
+    });
+    assert.equal(claim.status, 200, claim.text);
+    assert.equal((await server.store.getInstance(uuidOf(20)))?.host, 'host-a');
+  });
+
+  test('a second token for a name is refused unless replaced; the replaced one is revoked', async () => {
+    const again = await call(server, '/v1/readers/dashboard/token', ADMIN, { method: 'POST' });
+    assert.equal(again.status, 409);
+    assert.equal(errorOf(again).error, 'credential-exists');
+    assert.match(errorOf(again).message, /reader 'dashboard' already has a token/);
+    const replaced = await issue(server, '/v1/readers/dashboard/token?replace=true');
+    assert.equal((await call(server, '/v1/hosts', replaced)).status, 200);
+    forbidden(
+      await call(server, '/v1/hosts', reader),
+      /the token of reader 'dashboard' was revoked/,
+    );
+    reader = replaced;
+  });
+
+  test('invalid names are refused; revoking a name without a token is 404', async () => {
+    const bad = await call(server, '/v1/hosts/-x/token', ADMIN, { method: 'POST' });
+    assert.equal(bad.status, 400, bad.text);
+    const none = await call(server, '/v1/hosts/nobody/token', ADMIN, { method: 'DELETE' });
+    assert.equal(none.status, 404);
+    assert.match(errorOf(none).message, /host 'nobody' has no valid token/);
+  });
+
+  test("a revoked host's token: 403 at once on the replica that revoked it", async () => {
+    const token = await issue(server, '/v1/hosts/host-c/token');
+    assert.equal((await call(server, '/v1/instances?host=host-c', token)).status, 200);
+    const revoked = await call(server, '/v1/hosts/host-c/token', ADMIN, { method: 'DELETE' });
+    assert.equal(revoked.status, 200, revoked.text);
+    assert.equal(typeof (revoked.body as { revokedAt: unknown }).revokedAt, 'string');
+    forbidden(
+      await call(server, '/v1/instances?host=host-c', token),
+      /the token of host 'host-c' was revoked at .*hvsync hosts add host-c/,
+    );
+    forbidden(
+      await call(server, '/v1/hosts/host-c/test-writes', token, {
+        method: 'POST',
+        json: {
+          writes: [{ kind: 'create', uuid: uuidOf(30), fields: fields({ host: 'host-c' }) }],
+        },
+      }),
+      /was revoked/,
+    );
+    assert.equal(await server.store.getInstance(uuidOf(30)), null);
+  });
+});
+
+test('a token revoked on one replica stops working on another once its cache time has passed', async () => {
+  const path = freshPath();
+  let clock = 1_000_000;
+  const a = await startReplica(path);
+  const b = await startReplica(path, { now: () => clock });
+  try {
+    const token = await issue(a, '/v1/hosts/host-a/token');
+    assert.equal((await call(b, '/v1/instances?host=host-a', token)).status, 200);
+    assert.equal(
+      (await call(a, '/v1/hosts/host-a/token', ADMIN, { method: 'DELETE' })).status,
+      200,
+    );
+    // B believes what it looked up for up to 5 s: that is the bound on revocation.
+    clock += 4_000;
+    assert.equal((await call(b, '/v1/instances?host=host-a', token)).status, 200);
+    clock += 1_001;
+    forbidden(await call(b, '/v1/instances?host=host-a', token), /was revoked/);
+  } finally {
+    await b.close();
+    await a.close();
+  }
+});
+
+test('without an admin token (loopback) a request without a token is the admin, a host token is still a host', async () => {
+  const server = await startReplica(freshPath(), { token: undefined });
+  try {
+    await create(server.store, uuidOf(1), { host: 'host-b' });
+    assert.equal((await call(server, '/v1/hosts', undefined)).status, 200);
+    const issued = await call(server, '/v1/hosts/host-a/token', undefined, { method: 'POST' });
+    const token = (issued.body as { token: string }).token;
+    forbidden(await call(server, '/v1/hosts', token), /host 'host-a' may not use GET/);
+    forbidden(
+      await call(server, '/v1/hosts/host-a/test-writes', token, {
+        method: 'POST',
+        json: {
+          writes: [{ kind: 'update', uuid: uuidOf(1), expectedVersion: 1, patch: { name: 'x' } }],
+        },
+      }),
+      /recorded on host 'host-b'/,
+    );
+  } finally {
+    await server.close();
+  }
+});
