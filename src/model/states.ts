@@ -78,8 +78,11 @@ export const POLICIES = members<Policy>({ observe: true, enforce: true });
 /**
  * Why a transition was recorded. `reboot` (libvirt's reboot event) and `hard-reboot` (a stop and
  * a start seen together) leave the power state as it was: their entry is the only trace.
+ * `migration`: another host confirmed the instance running there and the record moved to it; the
+ * entry's detail names both hosts (`host-a → host-b`).
  */
-export type TransitionCause = 'event' | 'reconcile' | 'action' | 'adopt' | 'reboot' | 'hard-reboot';
+export type TransitionCause =
+  'event' | 'reconcile' | 'action' | 'adopt' | 'reboot' | 'hard-reboot' | 'migration';
 
 export const TRANSITION_CAUSES = members<TransitionCause>({
   event: true,
@@ -88,4 +91,5 @@ export const TRANSITION_CAUSES = members<TransitionCause>({
   adopt: true,
   reboot: true,
   'hard-reboot': true,
+  migration: true,
 });
