@@ -3,8 +3,9 @@
 // store. The sim emits libvirt's own sequence on both sides; the engines only see their own host.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openPostgresStore } from '../../src/store/index.ts';
-import type { TransitionRecord } from '../../src/store/index.ts';
+import { join } from 'node:path';
+import { openPostgresStore, openSqliteStore } from '../../src/store/index.ts';
+import type { Store, TransitionRecord } from '../../src/store/index.ts';
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { waitFor } from './harness.ts';
 import { twoHosts } from './two-hosts.ts';
@@ -162,7 +163,7 @@ describe('migration: the two hosts hear their events in either order', () => {
 
   test("A's STOPPED/migrated first, past its settle window: missing, then B's claim", () =>
     withHosts(
-      { stopSettleMs: 20, faults: { b: { eventDelayMs: [400, 400] } } },
+      { stopSettleMs: 20, faults: { b: { eventDelayMs: [1_500, 1_500] } } },
       async (h, uuid) => {
         await h.a.sim.migrate(uuid, h.b.sim);
         const left = await waitFor('A records the departure', async () => {
@@ -244,6 +245,43 @@ describe('migration: with every event lost, the reconciles converge', () => {
     }
   }
 });
+
+describe("migration: an engine that reads only its own host's records (an agent's cache)", () => {
+  test('the create of an arrival is refused with the record: B claims that record', () =>
+    withHosts(
+      {
+        stores: async (dir) => {
+          const store = await openSqliteStore(join(dir, 'hvsync.db'));
+          return [store, ownHostOnly(store, 'host-b')] as const;
+        },
+      },
+      async (h, uuid) => {
+        await h.a.sim.migrate(uuid, h.b.sim);
+        await h.quiesce();
+        await assertOnB(h, uuid);
+        assert.equal(h.b.engine.stats.adopted, 0);
+        assert.equal(migrations(await h.history(uuid)).length, 1);
+      },
+    ));
+});
+
+/** The store as a cache of one host's records sees it: another host's record reads as unknown. */
+function ownHostOnly(store: Store, host: string): Store {
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === 'getInstance') {
+        return async (uuid: string) => {
+          const record = await target.getInstance(uuid);
+          return record?.host === host ? record : null;
+        };
+      }
+      // The harness closes the store it wraps.
+      if (property === 'close') return async () => {};
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
 
 describePostgres('migration on PostgreSQL: each host with its own connection', (database) => {
   test('migrate, and a race the other way round: on B, one migration entry', () =>
