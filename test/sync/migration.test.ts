@@ -109,6 +109,20 @@ describe('migration: a live migration moves the record to the destination', () =
       assertNeverStopped(history);
     }));
 
+  test('an arrival whose signs are gone (paused and resumed since) is claimed once A lost it', () =>
+    withHosts({ stopSettleMs: 20, faults: { b: { dropEventRate: 1 } } }, async (h, uuid) => {
+      await h.a.sim.migrate(uuid, h.b.sim);
+      await h.quiesce();
+      h.b.sim.pause(uuid);
+      h.b.sim.resume(uuid);
+      assert.equal(h.b.sim.get(uuid)?.reason, 'unpaused');
+      assert.equal((await h.record(uuid)).powerState, 'missing', 'A recorded the departure');
+      await h.b.engine.reconcile();
+      await h.quiesce();
+      await assertOnB(h, uuid);
+      assert.equal(migrations(await h.history(uuid)).length, 1);
+    }));
+
   test('the record follows the instance back: B → A is a claim by A', () =>
     withHosts({}, async (h, uuid) => {
       await h.a.sim.migrate(uuid, h.b.sim, { source: 'remove' });
@@ -244,6 +258,48 @@ describe('migration: with every event lost, the reconciles converge', () => {
         }));
     }
   }
+});
+
+describe('migration: a storm of migrations and other changes on both hosts', () => {
+  test('every record ends on the host that runs its instance, none ever left shut off', () =>
+    withHosts({ instances: 30, stopSettleMs: 50 }, async (h) => {
+      const mix = { migrate: 4, pause: 1, resume: 1, hardReboot: 1, softReboot: 1 };
+      for (const host of [h.a, h.b]) {
+        host.sim.startWorkload({ ratePerSecond: 100, mix, tickMs: 5 });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      for (const host of [h.a, h.b]) host.sim.stopWorkload();
+      await h.quiesce();
+      // A paused arrival is claimed once it runs (docs/decisions.md, Migration).
+      for (const host of [h.a, h.b]) {
+        for (const instance of host.sim.list()) {
+          if (instance.powerState === 'paused') host.sim.resume(instance.uuid);
+        }
+      }
+      await h.quiesce();
+      await h.a.engine.reconcile();
+      await h.b.engine.reconcile();
+      await h.quiesce();
+
+      const changes = h.a.sim.stats.operations + h.b.sim.stats.operations;
+      assert.ok(changes > 30, `the workload made changes (${changes})`);
+      let migrated = 0;
+      for (const host of [h.a, h.b]) {
+        for (const instance of host.sim.list()) {
+          if (instance.powerState === 'shutoff' && instance.reason === 'migrated') continue;
+          const record = await h.record(instance.uuid);
+          assert.equal(record.host, host.name, `${instance.name} is recorded where it runs`);
+          assert.equal(record.powerState, instance.powerState, instance.name);
+          const history = await h.history(instance.uuid);
+          migrated += migrations(history).length;
+          for (const entry of history) {
+            assert.ok(!(entry.to === 'shutoff' && entry.detail.includes('migrat')), entry.detail);
+            assert.notEqual(entry.vmStateTo, 'deleted');
+          }
+        }
+      }
+      assert.ok(migrated > 0, 'some instances moved');
+    }));
 });
 
 describe("migration: an engine that reads only its own host's records (an agent's cache)", () => {
