@@ -10,6 +10,7 @@ import type {
 } from '../model/index.ts';
 import type { Transition } from '../virt/index.ts';
 import type { InstanceRecord } from '../store/index.ts';
+import { isMigratingPause, migrationDecision } from './migration.ts';
 
 /** What the hypervisor confirmed about one instance. */
 export type Observation =
@@ -35,6 +36,10 @@ export interface DecideInput {
 
 export type DecisionReason =
   | 'other-host'
+  | 'running-elsewhere'
+  | 'claimed'
+  | 'migrated-away'
+  | 'switching-over'
   | 'migration'
   | 'gone'
   | 'missing'
@@ -59,6 +64,8 @@ export interface DecisionWrite {
   readonly powerReason: string;
   /** Present only when vmState changes. */
   readonly vmState?: VmState;
+  /** Present only when the record moves to this host (a migration's claim). */
+  readonly host?: string;
 }
 
 export interface Decision {
@@ -70,11 +77,12 @@ export interface Decision {
   /** Worth an operator's attention; nothing is done about it automatically. */
   readonly warn: boolean;
   readonly reason: DecisionReason;
+  /** Set when the write moves the record between hosts: its history entry has cause `migration`. */
+  readonly migration?: { readonly from: string; readonly to: string };
 }
 
 const LIVE_VM_STATES: ReadonlySet<VmState> = new Set(['active', 'stopped', 'paused', 'suspended']);
 const CRASH_REASONS: ReadonlySet<string> = new Set(['crashed', 'failed', 'panicked']);
-const MIGRATION_WORDS: ReadonlySet<string> = new Set(['migrated', 'migration']);
 
 /**
  * The power state a decision works with. libvirt tears a crashed QEMU down to SHUTOFF with
@@ -95,18 +103,6 @@ export function effectivePower(
     return { powerState: 'crashed', reason: event.detail };
   }
   return { ...observed };
-}
-
-/** Migration steps (source or destination, failed or not) are never a user's stop. */
-function isMigration(input: DecideInput): boolean {
-  const { event, observation, record } = input;
-  if (event && MIGRATION_WORDS.has(event.detail)) return true;
-  if (observation.kind === 'present') {
-    return observation.powerState !== 'running' && MIGRATION_WORDS.has(observation.reason);
-  }
-  // It left by migration and the control plane has not moved the record to its new host yet:
-  // not being here is expected, not a deletion. (Running + migrated is an arrival, not a leave.)
-  return record.powerState !== 'running' && MIGRATION_WORDS.has(record.powerReason);
 }
 
 interface Row {
@@ -172,10 +168,6 @@ function enforceLive(vmState: VmState, power: 'running' | 'paused' | 'suspended'
   }
 }
 
-function nothing(reason: DecisionReason): Decision {
-  return { write: null, action: null, outOfBand: false, warn: false, reason };
-}
-
 /** The fields to write, or null when the record already says so. */
 function writeFor(
   record: DecideInput['record'],
@@ -190,15 +182,9 @@ function writeFor(
 
 export function decide(input: DecideInput): Decision {
   const { record, observation, event } = input;
-  if (record.host !== input.thisHost) return nothing('other-host');
-
-  if (isMigration(input)) {
-    const write =
-      observation.kind === 'present'
-        ? writeFor(record, observation.powerState, observation.reason, undefined)
-        : writeFor(record, 'missing', 'migrated', undefined);
-    return { write, action: null, outOfBand: false, warn: false, reason: 'migration' };
-  }
+  // Another host's instance, or a migration step: never a user's stop (docs: Migration).
+  const migration = migrationDecision(input);
+  if (migration) return migration;
 
   if (observation.kind === 'gone') {
     // Confirmed non-existence ends any intent, task or not. States whose workflows run without a
@@ -251,15 +237,19 @@ export function adoptedVmState(powerState: PowerState): VmState {
   }
 }
 
-/** What an adopted record starts with; the crash distinction applies here too. */
+/**
+ * What an adopted record starts with; the crash distinction applies here too. A domain paused
+ * for an incoming migration is a running guest on its way in, not a pause anyone asked for.
+ */
 export function adopt(observed: { readonly powerState: PowerState; readonly reason: string }): {
   vmState: VmState;
   powerState: PowerState;
   powerReason: string;
 } {
   const power = effectivePower(observed, null);
+  const incoming = power.powerState === 'paused' && isMigratingPause(power.reason);
   return {
-    vmState: adoptedVmState(power.powerState),
+    vmState: incoming ? 'active' : adoptedVmState(power.powerState),
     powerState: power.powerState,
     powerReason: power.reason,
   };

@@ -95,10 +95,13 @@ async function runPass(
   let settled = work.realStop;
   let listed = work.listed;
   let checkedStale = false;
+  /** The record a refused create returned: a store that reads only this host's records has it. */
+  let known: InstanceRecord | null = null;
   for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
     // Read before confirming: a write conditional on this version then carries a state at
     // least as new as anything already written, so the record never goes backwards.
-    const record = await deps.store.getInstance(uuid);
+    const record = known ?? (await deps.store.getInstance(uuid));
+    known = null;
     const policy = record?.policy ?? deps.policy;
     if (event && !settled && settleWindowFor(policy, { kind: 'event', event }).hold) {
       // Wait before the lookup: the window is for the events that follow, and one lookup after
@@ -127,7 +130,9 @@ async function runPass(
     if (!record) {
       if (!observed) return { wrote: false, cause: null, observed: observation.kind };
       const adopted = await adoptInstance(deps, observed, event);
-      if (adopted) return adopted;
+      if ('wrote' in adopted) return adopted;
+      // Created meanwhile, or recorded on another host (an arrival by migration): decide on it.
+      known = adopted.current;
       continue;
     }
 
@@ -194,13 +199,18 @@ function transitionFor(
   const write = decision.write;
   if (!write) return undefined;
   const { event } = work;
+  const moved = decision.migration;
   return {
     from: record.powerState,
     to: write.powerState,
     vmStateFrom: record.vmState,
     vmStateTo: write.vmState ?? record.vmState,
-    cause: work.cause,
-    detail: event && eventFits(event, observation) ? event.detail : decision.reason,
+    cause: moved ? 'migration' : work.cause,
+    detail: moved
+      ? `${moved.from} → ${moved.to}`
+      : event && eventFits(event, observation)
+        ? event.detail
+        : decision.reason,
     outOfBand: decision.outOfBand,
     observedAt: event?.observedAt ?? deps.now(),
   };
@@ -229,7 +239,7 @@ async function adoptInstance(
   deps: PassDeps,
   observed: ObservedInstance,
   event: LifecycleEvent | null,
-): Promise<PassOutcome | null> {
+): Promise<PassOutcome | { readonly current: InstanceRecord | null }> {
   const adopted = adopt(observed);
   const result = await deps.write(
     {
@@ -259,7 +269,7 @@ async function adoptInstance(
     },
     event,
   );
-  if (!result.ok) return null; // someone created it meanwhile: handle it as known
+  if (!result.ok) return { current: result.current };
   deps.counters.adopted++;
   deps.log.debug({ uuid: observed.uuid, name: observed.name, vmState: adopted.vmState }, 'adopted');
   return { wrote: true, cause: 'adopt', observed: 'present' };

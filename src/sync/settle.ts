@@ -6,6 +6,7 @@
 import type { Policy } from '../model/index.ts';
 import type { LifecycleEvent } from '../virt/index.ts';
 import type { Decision, Observation } from './decide.ts';
+import { LEFT_REASON } from './migration.ts';
 
 /** What may be held: the event that made a pass look, or what a lookup or listing then found. */
 export type SettleCue =
@@ -22,7 +23,10 @@ export type SettleCue =
 export type SettleReason =
   /** Nothing here says the instance went down or away. */
   | 'not-a-stop'
-  /** A migration step is never a user's stop, and is never held. */
+  /**
+   * The instance left by migration: wait for the destination's claim, so that a departure seen
+   * just before the arrival is not recorded at all.
+   */
   | 'migration'
   /** The decision would only record the power state: nothing for a reboot to undo. */
   | 'record-only'
@@ -48,17 +52,22 @@ function isStopLike(observation: Observation): boolean {
   );
 }
 
+function leavesByMigration(decision: Pick<Decision, 'write'>): boolean {
+  return decision.write?.powerState === 'missing' && decision.write.powerReason === LEFT_REASON;
+}
+
 export function settleWindowFor(policy: Policy, cue: SettleCue): SettleRule {
   if (cue.kind === 'event') {
     const { event } = cue;
     const deletion = event.transition === 'undefined';
     const stop = deletion || event.powerState === 'shutoff' || event.powerState === 'crashed';
     if (!stop) return rule(false, 'not-a-stop');
-    if (event.detail === 'migrated') return rule(false, 'migration');
+    if (event.detail === 'migrated') return rule(true, 'migration');
     if (policy === 'enforce') return rule(true, 'reboot-race');
     return deletion ? rule(true, 'deletion') : rule(false, 'observe');
   }
   const { observation, decision } = cue;
+  if (leavesByMigration(decision)) return rule(true, 'migration');
   if (!isStopLike(observation)) return rule(false, 'not-a-stop');
   if (decision.action === null && decision.write?.vmState === undefined) {
     return rule(false, 'record-only');

@@ -7,6 +7,7 @@
 import { POWER_STATES } from '../model/index.ts';
 import type { PowerState } from '../model/index.ts';
 import { IndexedSet, Scheduler, canonicalUuid, createRandom, randomUuid } from './sim-support.ts';
+import { SimFabric } from './sim-fabric.ts';
 import type { Random } from './sim-support.ts';
 import { Emitter } from '../lib/index.ts';
 import { DriverError } from './types.ts';
@@ -30,7 +31,7 @@ export interface SimTiming {
   shutdownGapMs: number;
   /** How long a hard-rebooting instance stays shut off between STOPPED and STARTED. */
   rebootGapMs: number;
-  /** Gap between SUSPENDED/migrated and RESUMED/migrated in a failed migration. */
+  /** Gap between the steps of a migration (and SUSPENDED/migrated and RESUMED/migrated in a failed one). */
   migrationGapMs: number;
   /** A graceful stop's timeout when the caller gives none. */
   stopTimeoutMs: number;
@@ -91,7 +92,9 @@ export type WorkloadAction =
   | 'destroy'
   | 'pmSuspend'
   | 'pmWakeup'
-  | 'failedMigration';
+  | 'failedMigration'
+  /** A live migration to another host of the fabric (none without one). */
+  | 'migrate';
 
 /** Relative weights; actions left out (or weighted 0) never happen. */
 export type WorkloadMix = Partial<Record<WorkloadAction, number>>;
@@ -136,13 +139,33 @@ export interface SimStats {
 
 export interface SimHypervisorOptions {
   readonly hostname?: string;
-  /** Instances that exist from the start (running, no events): sim-00001, sim-00002... */
+  /** Instances that exist from the start (running, no events): sim-00001, sim-00002... (on a fabric, HOSTNAME-00001...) */
   readonly instances?: number;
   readonly seed?: number;
   /** Wall clock for `observedAt`; default Date.now. */
   readonly now?: () => number;
   readonly timing?: Partial<SimTiming>;
   readonly faults?: Partial<SimFaults>;
+  /** Hosts this one can migrate to (and receive from); it joins on construction. */
+  readonly fabric?: SimFabric<SimHypervisor>;
+}
+
+/** How a live migration (`SimHypervisor.migrate`) goes. */
+export interface MigrateOptions {
+  /**
+   * `before-switchover`: the destination gives up while copying (STOPPED/failed there; the source
+   * never paused). `at-switchover`: the source paused for the switch-over, the destination
+   * failed to finish (STOPPED/failed), and the source resumes (RESUMED/migrated). Default: none.
+   */
+  readonly fail?: 'none' | 'before-switchover' | 'at-switchover';
+  /**
+   * What stays on the source: `keep` the persistent definition, shut off with reason `migrated`
+   * (`virsh migrate --live` without `--undefinesource`); `remove` it (a transient domain, or
+   * `--undefinesource`; libvirt emits no UNDEFINED for it). Default: keep.
+   */
+  readonly source?: 'keep' | 'remove';
+  /** Gap between steps; default timing.migrationGapMs. */
+  readonly gapMs?: number;
 }
 
 interface SimRecord {
@@ -212,12 +235,14 @@ const WORKLOAD_CANDIDATES: Record<WorkloadAction, readonly PowerState[]> = {
   pmSuspend: ['running'],
   pmWakeup: ['suspended'],
   failedMigration: ['running'],
+  migrate: ['running'],
 };
 
 const HUNG_CHECK_MS = 5;
 
 export class SimHypervisor {
   readonly hostname: string;
+  readonly fabric: SimFabric<SimHypervisor> | null;
   /** Adjustable at any time; applies to what happens next. */
   faults: SimFaults;
   readonly timing: SimTiming;
@@ -243,6 +268,8 @@ export class SimHypervisor {
     eventsLost: 0,
   };
   readonly #port: SimPort;
+  /** Migrations from this host under way. */
+  readonly #migrating = new Set<Promise<boolean>>();
   #up = true;
   #hung: { uuid: string; live: () => boolean; release: () => void }[] = [];
   #hungTimer: NodeJS.Timeout | null = null;
@@ -256,6 +283,7 @@ export class SimHypervisor {
   constructor(options: SimHypervisorOptions = {}) {
     const seed = options.seed ?? 1;
     this.hostname = options.hostname ?? 'sim-host';
+    this.fabric = options.fabric ?? null;
     this.timing = { ...DEFAULT_SIM_TIMING, ...options.timing };
     this.faults = { ...noFaults(), ...options.faults };
     this.#now = options.now ?? Date.now;
@@ -266,8 +294,15 @@ export class SimHypervisor {
       this.#byState.set(state, new IndexedSet());
     }
     const count = options.instances ?? 0;
+    // Names must stay unique where instances can move: on a fabric they carry the host's name.
+    const prefix = options.fabric ? this.hostname : 'sim';
     for (let i = 1; i <= count; i++) {
-      this.#insert(this.#freshUuid(), `sim-${String(i).padStart(5, '0')}`, 'running', 'booted');
+      this.#insert(
+        this.#freshUuid(),
+        `${prefix}-${String(i).padStart(5, '0')}`,
+        'running',
+        'booted',
+      );
     }
     this.#port = {
       timing: this.timing,
@@ -282,6 +317,7 @@ export class SimHypervisor {
       listing: () => this.#listing(),
       lookup: (uuid) => this.#lookup(uuid),
     };
+    this.fabric?.join(this);
   }
 
   // ---- introspection -----------------------------------------------------------------------
@@ -310,9 +346,14 @@ export class SimHypervisor {
     return Array.from(this.#records.values(), observe);
   }
 
-  /** Resolves once no multi-step change, delayed action or event delivery is pending. */
-  settled(): Promise<void> {
-    return this.#scheduler.whenIdle();
+  /** Resolves once no multi-step change, migration, delayed action or event delivery is pending. */
+  async settled(): Promise<void> {
+    for (;;) {
+      await this.#scheduler.whenIdle();
+      // A migration's next step is scheduled only once the one before has run.
+      if (this.#migrating.size === 0) return;
+      await Promise.all(this.#migrating);
+    }
   }
 
   // ---- out-of-band changes: what a guest, or an admin with virsh, does --------------------
@@ -420,6 +461,34 @@ export class SimHypervisor {
     return uuid;
   }
 
+  /**
+   * A live migration to `destination` (a host, or a host's name in this one's fabric), with
+   * libvirt's events on both hosts, each step `gapMs` after the one before (qemu_migration.c):
+   * destination STARTED/migrated (paused, reason migration); source SUSPENDED/migrated (the
+   * switch-over); destination RESUMED/migrated (running, reason migrated); source
+   * STOPPED/migrated (shut off, reason migrated; kept or removed as `options.source` says).
+   * Failures as `options.fail` says. Resolves true once it runs on the destination, false when
+   * it failed or another change to it on the source overtook the migration.
+   */
+  migrate(
+    uuid: string,
+    destination: SimHypervisor | string,
+    options: MigrateOptions = {},
+  ): Promise<boolean> {
+    const target = typeof destination === 'string' ? this.fabric?.host(destination) : destination;
+    if (!target) throw new DriverError('not-found', `no host ${String(destination)} to migrate to`);
+    if (target === this) throw invalid(`cannot migrate ${uuid} to the host it is on`);
+    const record = this.#expect(uuid, ['running'], 'migrate');
+    if (target.#records.has(record.uuid)) {
+      throw invalid(`${record.uuid} is already on ${target.hostname}`);
+    }
+    if (target.#names.has(record.name)) {
+      throw invalid(`the name ${record.name} is already taken on ${target.hostname}`);
+    }
+    this.#stats.operations++;
+    return this.#migrate(record, target, options);
+  }
+
   /** SUSPENDED/migrated, then after a gap RESUMED/migrated: the migration failed, it stays here, running. */
   failedMigration(uuid: string, options: { gapMs?: number } = {}): Promise<void> {
     const record = this.#expect(uuid, ['running'], 'migrate');
@@ -523,6 +592,7 @@ export class SimHypervisor {
 
   /** Stops the workload and every timer; connections are dropped and pending calls reject. */
   close(): void {
+    this.fabric?.leave(this);
     this.stopWorkload();
     for (const subscription of this.#subscriptions) {
       subscription.open = false;
@@ -699,6 +769,65 @@ export class SimHypervisor {
       if (withResumed) this.#resume(record);
       this.#start(record);
     });
+  }
+
+  #migrate(record: SimRecord, target: SimHypervisor, options: MigrateOptions): Promise<boolean> {
+    const run = this.#migrateSteps(record, target, options).finally(() =>
+      this.#migrating.delete(run),
+    );
+    this.#migrating.add(run);
+    return run;
+  }
+
+  async #migrateSteps(
+    record: SimRecord,
+    target: SimHypervisor,
+    options: MigrateOptions,
+  ): Promise<boolean> {
+    const gap = options.gapMs ?? this.timing.migrationGapMs;
+    const fail = options.fail ?? 'none';
+    target.#stats.operations++;
+    const incoming = target.#insert(record.uuid, record.name, 'paused', 'migration');
+    incoming.busy = true;
+    // libvirt's driver implies `running` from any STARTED; the state says paused until finished.
+    target.#emit(incoming, 'started', 'migrated', 'running');
+    const failIncoming = (): false => {
+      if (target.#records.get(incoming.uuid) === incoming) {
+        target.#change(incoming, 'shutoff', 'failed', 'stopped', 'failed');
+        target.#remove(incoming);
+      }
+      return false;
+    };
+
+    const switchedOver = await this.#later(record, gap, () => {
+      if (fail !== 'before-switchover') {
+        this.#change(record, 'paused', 'migration', 'suspended', 'migrated');
+        record.busy = true; // nothing else happens to it until the migration ends
+      }
+    });
+    if (!switchedOver || fail === 'before-switchover') {
+      record.busy = false;
+      return failIncoming();
+    }
+    const finished = await this.#later(record, gap, () => {
+      if (fail === 'at-switchover' || target.#records.get(incoming.uuid) !== incoming) {
+        failIncoming();
+        return;
+      }
+      target.#change(incoming, 'running', 'migrated', 'resumed', 'migrated');
+    });
+    if (!finished) return failIncoming();
+    if (target.#records.get(incoming.uuid) !== incoming || incoming.powerState !== 'running') {
+      await this.#later(record, gap, () =>
+        this.#change(record, 'running', 'migration-canceled', 'resumed', 'migrated'),
+      );
+      return false;
+    }
+    await this.#later(record, gap, () => {
+      this.#change(record, 'shutoff', 'migrated', 'stopped', 'migrated');
+      if (options.source === 'remove') this.#remove(record);
+    });
+    return true;
   }
 
   #failedMigration(record: SimRecord, gapMs?: number): Promise<boolean> {
@@ -986,6 +1115,15 @@ export class SimHypervisor {
       case 'failedMigration':
         void this.#failedMigration(record);
         return;
+      case 'migrate': {
+        const targets = (this.fabric?.hosts ?? []).filter(
+          (host) =>
+            host !== this && !host.#records.has(record.uuid) && !host.#names.has(record.name),
+        );
+        const target = targets[this.#workloadRandom.below(targets.length)];
+        if (target) void this.#migrate(record, target, {});
+        return;
+      }
     }
   }
 }

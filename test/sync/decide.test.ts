@@ -149,122 +149,6 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
   ],
   G2: [
     {
-      name: 'STOPPED/migrated on the source is not a stop',
-      input: input({
-        event: { transition: 'stopped', detail: 'migrated' },
-        observation: { kind: 'present', powerState: 'shutoff', reason: 'unknown' },
-        policy: 'enforce',
-      }),
-      expect: {
-        write: { powerState: 'shutoff', powerReason: 'unknown' },
-        action: null,
-        outOfBand: false,
-        reason: 'migration',
-      },
-    },
-    {
-      name: 'SUSPENDED/migrated on a stopped record in enforce is no reason to power off',
-      input: input({
-        record: {
-          vmState: 'stopped',
-          taskState: null,
-          powerState: 'shutoff',
-          powerReason: 'shutdown',
-          host: HOST,
-        },
-        event: { transition: 'suspended', detail: 'migrated' },
-        observation: { kind: 'present', powerState: 'paused', reason: 'unknown' },
-        policy: 'enforce',
-      }),
-      expect: {
-        write: { powerState: 'paused', powerReason: 'unknown' },
-        action: null,
-        reason: 'migration',
-      },
-    },
-    {
-      name: 'RESUMED/migrated after a failed migration records running',
-      input: input({
-        record: {
-          vmState: 'active',
-          taskState: null,
-          powerState: 'paused',
-          powerReason: 'migration',
-          host: HOST,
-        },
-        event: { transition: 'resumed', detail: 'migrated' },
-        observation: running,
-      }),
-      expect: {
-        write: { powerState: 'running', powerReason: 'booted' },
-        action: null,
-        reason: 'migration',
-      },
-    },
-  ],
-  G3: [
-    {
-      name: 'SHUTOFF/migrated seen by a reconcile is not a stop',
-      input: input({
-        observation: { kind: 'present', powerState: 'shutoff', reason: 'migrated' },
-        cause: 'reconcile',
-      }),
-      expect: {
-        write: { powerState: 'shutoff', powerReason: 'migrated' },
-        action: null,
-        outOfBand: false,
-        reason: 'migration',
-      },
-    },
-    {
-      name: 'PAUSED/migration seen by a reconcile is not a user pause',
-      input: input({
-        observation: { kind: 'present', powerState: 'paused', reason: 'migration' },
-        cause: 'reconcile',
-      }),
-      expect: {
-        write: { powerState: 'paused', powerReason: 'migration' },
-        action: null,
-        reason: 'migration',
-      },
-    },
-  ],
-  G4: [
-    {
-      name: 'gone after it left by migration is not a deletion',
-      input: input({
-        record: {
-          vmState: 'active',
-          taskState: null,
-          powerState: 'shutoff',
-          powerReason: 'migrated',
-          host: HOST,
-        },
-        observation: { kind: 'gone' },
-      }),
-      expect: {
-        write: { powerState: 'missing', powerReason: 'migrated' },
-        action: null,
-        reason: 'migration',
-      },
-    },
-    {
-      name: 'missing after it left by migration keeps that memory',
-      input: input({
-        record: {
-          vmState: 'active',
-          taskState: null,
-          powerState: 'shutoff',
-          powerReason: 'migrated',
-          host: HOST,
-        },
-        observation: { kind: 'missing' },
-      }),
-      expect: { write: { powerState: 'missing', powerReason: 'migrated' }, reason: 'migration' },
-    },
-  ],
-  G5: [
-    {
       name: 'gone marks an active record deleted',
       input: input({ observation: { kind: 'gone' }, cause: 'reconcile' }),
       expect: {
@@ -326,7 +210,7 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
       expect: { write: null, action: null, outOfBand: false, reason: 'gone' },
     },
   ],
-  G6: [
+  G3: [
     {
       name: 'missing records missing and leaves vmState alone',
       input: input({ observation: { kind: 'missing' }, cause: 'reconcile' }),
@@ -357,7 +241,7 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
       },
     },
   ],
-  G7: [
+  G4: [
     {
       name: 'a task in flight: a shutoff is recorded, vmState waits for the task',
       input: input({
@@ -398,7 +282,7 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
       },
     },
   ],
-  G8: [
+  G5: [
     {
       name: 'SHUTOFF/crashed is a crash',
       input: input({ observation: { kind: 'present', powerState: 'shutoff', reason: 'crashed' } }),
@@ -451,7 +335,7 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
       },
     },
   ],
-  G9: [
+  G6: [
     {
       name: 'nothing differs: no write',
       input: input({ observation: running }),
@@ -495,6 +379,273 @@ const GUARDS: Record<string, readonly GuardCase[]> = {
   ],
 };
 
+const elsewhere = (observation: Observation, extra: Partial<DecideInput> = {}): DecideInput =>
+  input({
+    record: { ...activeRunning, host: 'host-a' },
+    thisHost: 'host-b',
+    observation,
+    ...extra,
+  });
+
+const leftRecord: DecideInput['record'] = {
+  ...activeRunning,
+  powerState: 'missing',
+  powerReason: 'migrated',
+};
+
+const MIGRATION: Record<string, readonly GuardCase[]> = {
+  M1: [
+    {
+      name: 'RESUMED/migrated on the destination claims the record, running',
+      input: elsewhere(
+        { kind: 'present', powerState: 'running', reason: 'migrated' },
+        { event: { transition: 'resumed', detail: 'migrated' }, policy: 'enforce' },
+      ),
+      expect: {
+        write: { host: 'host-b', powerState: 'running', powerReason: 'migrated' },
+        action: null,
+        outOfBand: true,
+        warn: false,
+        reason: 'claimed',
+        migration: { from: 'host-a', to: 'host-b' },
+      },
+    },
+    {
+      name: 'a listing that shows it running with reason migrated claims it',
+      input: elsewhere(
+        { kind: 'present', powerState: 'running', reason: 'migrated' },
+        { cause: 'reconcile' },
+      ),
+      expect: {
+        write: { host: 'host-b', powerState: 'running', powerReason: 'migrated' },
+        reason: 'claimed',
+      },
+    },
+    {
+      name: 'STARTED/migrated confirmed running (post-copy) claims it',
+      input: elsewhere(
+        { kind: 'present', powerState: 'running', reason: 'postcopy' },
+        { event: { transition: 'started', detail: 'migrated' } },
+      ),
+      expect: { reason: 'claimed', migration: { from: 'host-a', to: 'host-b' } },
+    },
+    {
+      name: 'a record its host already lost is claimed whatever the running reason',
+      input: elsewhere(running, { record: { ...leftRecord, host: 'host-a' }, cause: 'reconcile' }),
+      expect: {
+        write: { host: 'host-b', powerState: 'running', powerReason: 'booted' },
+        reason: 'claimed',
+      },
+    },
+    {
+      name: 'a record deleted from absence comes back active where it runs',
+      input: elsewhere(running, {
+        record: {
+          vmState: 'deleted',
+          taskState: null,
+          powerState: 'nostate',
+          powerReason: 'undefined',
+          host: 'host-a',
+        },
+        cause: 'reconcile',
+      }),
+      expect: {
+        write: { host: 'host-b', powerState: 'running', powerReason: 'booted', vmState: 'active' },
+        reason: 'claimed',
+      },
+    },
+  ],
+  M2: [
+    {
+      name: 'running here with no sign of arrival, while the record runs there: warn only',
+      input: elsewhere(
+        { kind: 'present', powerState: 'running', reason: 'unpaused' },
+        { cause: 'reconcile', policy: 'enforce' },
+      ),
+      expect: { write: null, action: null, warn: true, reason: 'running-elsewhere' },
+    },
+    {
+      name: 'a plain STARTED/booted is no arrival',
+      input: elsewhere(running, { event: { transition: 'started', detail: 'booted' } }),
+      expect: { write: null, reason: 'running-elsewhere' },
+    },
+  ],
+  M3: [
+    {
+      name: 'another host: a shutoff changes nothing, even in enforce',
+      input: elsewhere(shutoff, { policy: 'enforce' }),
+      expect: { write: null, action: null, outOfBand: false, warn: false, reason: 'other-host' },
+    },
+    {
+      name: 'another host: gone deletes nothing',
+      input: elsewhere({ kind: 'gone' }),
+      expect: { write: null, action: null, reason: 'other-host' },
+    },
+    {
+      name: 'the source after the claim: STOPPED/migrated changes nothing',
+      input: elsewhere(
+        { kind: 'present', powerState: 'shutoff', reason: 'migrated' },
+        { event: { transition: 'stopped', detail: 'migrated' } },
+      ),
+      expect: { write: null, reason: 'other-host' },
+    },
+    {
+      name: 'the source after the claim: absence changes nothing',
+      input: elsewhere({ kind: 'missing' }, { cause: 'reconcile' }),
+      expect: { write: null, reason: 'other-host' },
+    },
+    {
+      name: 'the destination while it is paused for the incoming copy: nothing yet',
+      input: elsewhere(
+        { kind: 'present', powerState: 'paused', reason: 'migration' },
+        { event: { transition: 'started', detail: 'migrated' } },
+      ),
+      expect: { write: null, reason: 'other-host' },
+    },
+    {
+      name: 'the destination of a failed migration: STOPPED/failed, gone, nothing',
+      input: elsewhere({ kind: 'gone' }, { event: { transition: 'stopped', detail: 'failed' } }),
+      expect: { write: null, reason: 'other-host' },
+    },
+  ],
+  M4: [
+    {
+      name: 'STOPPED/migrated before the claim: missing, never shutoff, never stopped',
+      input: input({
+        event: { transition: 'stopped', detail: 'migrated' },
+        observation: { kind: 'present', powerState: 'shutoff', reason: 'migrated' },
+        policy: 'enforce',
+      }),
+      expect: {
+        write: { powerState: 'missing', powerReason: 'migrated' },
+        action: null,
+        outOfBand: false,
+        reason: 'migrated-away',
+      },
+    },
+    {
+      name: 'STOPPED/migrated and the domain removed: missing, not deleted',
+      input: input({
+        event: { transition: 'stopped', detail: 'migrated' },
+        observation: { kind: 'gone' },
+      }),
+      expect: {
+        write: { powerState: 'missing', powerReason: 'migrated' },
+        reason: 'migrated-away',
+      },
+    },
+    {
+      name: 'a reconcile finding SHUTOFF/migrated (events lost): missing',
+      input: input({
+        observation: { kind: 'present', powerState: 'shutoff', reason: 'migrated' },
+        cause: 'reconcile',
+      }),
+      expect: {
+        write: { powerState: 'missing', powerReason: 'migrated' },
+        reason: 'migrated-away',
+      },
+    },
+    {
+      name: 'gone after it left: nothing more, not a deletion',
+      input: input({ record: leftRecord, observation: { kind: 'gone' }, cause: 'reconcile' }),
+      expect: { write: null, action: null, reason: 'migrated-away' },
+    },
+    {
+      name: 'missing after it left keeps that memory',
+      input: input({ record: leftRecord, observation: { kind: 'missing' }, cause: 'reconcile' }),
+      expect: { write: null, reason: 'migrated-away' },
+    },
+    {
+      name: 'a record an older version left shut off with reason migrated: gone is not a deletion',
+      input: input({
+        record: { ...activeRunning, powerState: 'shutoff', powerReason: 'migrated' },
+        observation: { kind: 'gone' },
+      }),
+      expect: {
+        write: { powerState: 'missing', powerReason: 'migrated' },
+        reason: 'migrated-away',
+      },
+    },
+  ],
+  M5: [
+    {
+      name: 'SUSPENDED/migrated (the switch-over): nothing recorded',
+      input: input({
+        event: { transition: 'suspended', detail: 'migrated' },
+        observation: { kind: 'present', powerState: 'paused', reason: 'migration' },
+      }),
+      expect: { write: null, action: null, reason: 'switching-over' },
+    },
+    {
+      name: 'the switch-over on a stopped record in enforce is no reason to power off',
+      input: input({
+        record: {
+          vmState: 'stopped',
+          taskState: null,
+          powerState: 'running',
+          powerReason: 'booted',
+          host: HOST,
+        },
+        event: { transition: 'suspended', detail: 'migrated' },
+        observation: { kind: 'present', powerState: 'paused', reason: 'migration' },
+        policy: 'enforce',
+      }),
+      expect: { write: null, action: null, reason: 'switching-over' },
+    },
+  ],
+  M6: [
+    {
+      name: 'RESUMED/migrated after a failed migration: running as before, nothing to write',
+      input: input({
+        event: { transition: 'resumed', detail: 'migrated' },
+        observation: { kind: 'present', powerState: 'running', reason: 'migration-canceled' },
+      }),
+      expect: { write: null, action: null, reason: 'migration' },
+    },
+    {
+      name: 'RESUMED/migrated after a stalled one was recorded paused: running again',
+      input: input({
+        record: { ...activeRunning, powerState: 'paused', powerReason: 'migration' },
+        event: { transition: 'resumed', detail: 'migrated' },
+        observation: { kind: 'present', powerState: 'running', reason: 'migration-canceled' },
+      }),
+      expect: {
+        write: { powerState: 'running', powerReason: 'migration-canceled' },
+        reason: 'migration',
+      },
+    },
+    {
+      name: 'a reconcile that still finds it paused for a migration records paused, not vmState',
+      input: input({
+        observation: { kind: 'present', powerState: 'paused', reason: 'migration' },
+        cause: 'reconcile',
+      }),
+      expect: {
+        write: { powerState: 'paused', powerReason: 'migration' },
+        action: null,
+        reason: 'migration',
+      },
+    },
+  ],
+};
+
+describe('decide: migration', () => {
+  test('every row of the migration table has cases here, and no others', () => {
+    const ids = table('id').map((row) => row[0]);
+    assert.deepEqual(ids, Object.keys(MIGRATION));
+  });
+  for (const [id, cases] of Object.entries(MIGRATION)) {
+    for (const migrationCase of cases) {
+      test(`${id}: ${migrationCase.name}`, () => {
+        const decision = decide(migrationCase.input);
+        for (const [field, expected] of Object.entries(migrationCase.expect)) {
+          assert.deepEqual(decision[field as keyof typeof decision], expected, field);
+        }
+      });
+    }
+  }
+});
+
 describe('decide: guards', () => {
   test('every guard in the doc has cases here, and no others', () => {
     const ids = table('#').map((row) => row[0]);
@@ -529,6 +680,13 @@ describe('adopt: adoption table', () => {
   }
   test('covers every power state', () => {
     assert.deepEqual([...covered].sort(), [...POWER_STATES].sort());
+  });
+  test('a domain paused for an incoming migration is adopted active', () => {
+    assert.deepEqual(adopt({ powerState: 'paused', reason: 'migration' }), {
+      vmState: 'active',
+      powerState: 'paused',
+      powerReason: 'migration',
+    });
   });
   test('a SHUTOFF with a crash reason is adopted as a crash', () => {
     assert.deepEqual(adopt({ powerState: 'shutoff', reason: 'crashed' }), {

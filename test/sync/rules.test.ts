@@ -60,6 +60,10 @@ const recordsOnly: Pick<Decision, 'write' | 'action'> = {
   write: { powerState: 'shutoff', powerReason: 'migrated' },
   action: null,
 };
+const leftByMigration: Pick<Decision, 'write' | 'action'> = {
+  write: { powerState: 'missing', powerReason: 'migrated' },
+  action: null,
+};
 const deletes: Pick<Decision, 'write' | 'action'> = {
   write: { powerState: 'nostate', powerReason: 'undefined', vmState: 'deleted' },
   action: null,
@@ -115,6 +119,11 @@ const CUES: Record<string, SettleCue[]> = {
     found(present('paused'), changesVmState),
     found(present('suspended'), changesVmState),
     found({ kind: 'missing' }, recordsOnly),
+  ],
+  'found left by migration (the decision records `missing`, reason `migrated`)': [
+    found({ kind: 'gone' }, leftByMigration),
+    found({ kind: 'missing' }, leftByMigration),
+    found({ kind: 'present', powerState: 'shutoff', reason: 'migrated' }, leftByMigration),
   ],
 };
 
