@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type { InstanceFilter, ReadStore } from '../store/index.ts';
 import { bearerTokenCheck } from './auth.ts';
+import { isPublicRoute, registerDashboard } from './dashboard.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
   apiError,
@@ -67,6 +68,8 @@ export interface ServerOptions {
   readonly bodyLimit?: number;
   /** Epoch-ms clock. Default Date.now. */
   readonly now?: () => number;
+  /** Where the dashboard's built files are. Default: the build's own (dist/web). */
+  readonly dashboardDir?: string;
 }
 
 const PUBLIC_ROUTES = new Set(['/healthz']);
@@ -133,7 +136,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS).unref();
   });
   app.addHook('onRequest', async (request, reply) => {
-    const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '');
+    const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '') || isPublicRoute(request);
     if (closing && !open) {
       await reply
         .code(503)
@@ -368,6 +371,7 @@ async function routes(
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  registerDashboard(app, options.dashboardDir);
 }
 
 function lastEventId(request: FastifyRequest): number | null {
