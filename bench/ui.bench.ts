@@ -1,6 +1,6 @@
 // The dashboard with 100,000 instances, in Debian's Chromium: first paint, first table rows and
 // the whole fleet listed (every page of the cursor API) on a cold load; then how long a change
-// committed to the store takes to show in the table (an update in view, and a new instance that
+// written to the store takes to show in the table (an update in view, and a new instance that
 // sorts to the top, which re-sorts the 100,000), and a jump to the middle of the table.
 // The store is SQLite, filled directly; the API server is the real one, without an engine.
 //
@@ -190,7 +190,10 @@ async function main(): Promise<void> {
       const current = (await store.getInstance(uuid))!;
       const power = current.powerState === 'running' ? 'paused' : 'running';
       await armed(page, `tr[data-uuid="${uuid}"] [data-field="powerState"]`, power);
-      const [written] = check([
+      // From the write's call: its commit resolves in this process's loop, which also feeds the
+      // watch stream, so on a busy machine the page can draw the row before the await returns.
+      const issued = Date.now();
+      check([
         await store.write({
           kind: 'update',
           uuid,
@@ -198,13 +201,12 @@ async function main(): Promise<void> {
           patch: { powerState: power, vmState: power === 'running' ? 'active' : 'paused' },
         }),
       ]);
-      const committed = Date.now();
-      void written;
-      inView.push((await seenAt(page)) - committed);
+      inView.push((await seenAt(page)) - issued);
 
       // Sorts first ('!' before letters): the whole table is selected and sorted again.
       const fresh = uuidOf(instances + 1 + i);
       await armed(page, `tr[data-uuid="${fresh}"]`, null);
+      const createIssued = Date.now();
       check([
         await store.write({
           kind: 'create',
@@ -212,8 +214,7 @@ async function main(): Promise<void> {
           fields: instanceFields({ name: `!new-${i}`, host: 'host-00' }),
         }),
       ]);
-      const createdAt = Date.now();
-      created.push((await seenAt(page)) - createdAt);
+      created.push((await seenAt(page)) - createIssued);
     }
 
     // Straight to the middle of the table.
@@ -237,11 +238,11 @@ async function main(): Promise<void> {
       ['  the same listing from Node, no browser', ms(listedFromNode)],
       ['page JS heap when live', `${average('heapMiB').toFixed(0)} MiB`],
       [
-        'update in view: commit → row redrawn p50 / p95 / max',
+        'update in view: write → row redrawn p50 / p95 / max',
         `${ms(update.p50)} / ${ms(update.p95)} / ${ms(update.max)}`,
       ],
       [
-        'new instance (re-sort): commit → row drawn p50 / p95 / max',
+        'new instance (re-sort): write → row drawn p50 / p95 / max',
         `${ms(insert.p50)} / ${ms(insert.p95)} / ${ms(insert.max)}`,
       ],
       [`jump to row ${middle.toLocaleString('en-US')} → rows drawn`, ms(jump)],
