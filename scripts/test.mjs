@@ -2,9 +2,10 @@
 // Runs every test file under test/ with Node's own test runner (TypeScript through tsx).
 // Libvirt suites need a reachable libvirtd: without one they are skipped (and said so at the
 // end), unless HVSYNC_REQUIRE_LIBVIRT=1, which CI sets, turns their absence into failures. The
-// PostgreSQL suites do the same with HVSYNC_TEST_PG (HVSYNC_REQUIRE_POSTGRES=1 or the libvirt one).
+// PostgreSQL suites do the same with HVSYNC_TEST_PG (HVSYNC_REQUIRE_POSTGRES=1 or the libvirt one),
+// and the browser suites with Chromium (HVSYNC_REQUIRE_BROWSER=1 or the libvirt one).
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath, URL } from 'node:url';
@@ -66,6 +67,11 @@ const pgReachable = await accepts({
   port: Number(pgServer.port || 5432),
 });
 
+// Only for the closing note too: test/support/browser.ts decides per suite.
+const chromium = process.env.HVSYNC_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const browserRequired = required || process.env.HVSYNC_REQUIRE_BROWSER === '1';
+const browserPresent = existsSync(chromium);
+
 const result = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-reporter=spec', ...files],
@@ -85,6 +91,13 @@ if (!pgReachable && !pgRequired) {
     `\nnote: PostgreSQL suites were skipped: nothing answers on ${pgServer.host}.\n` +
       '      Start PostgreSQL 15 there (trust auth for user postgres) or name another server in\n' +
       '      HVSYNC_TEST_PG; HVSYNC_REQUIRE_POSTGRES=1 makes its absence a failure.',
+  );
+}
+if (!browserPresent && !browserRequired) {
+  console.log(
+    `\nnote: browser suites were skipped: no Chromium at ${chromium}.\n` +
+      '      Run scripts/provision-browser.sh as root (Debian: apt-get install -y chromium) or name\n' +
+      '      another binary in HVSYNC_TEST_CHROMIUM; HVSYNC_REQUIRE_BROWSER=1 makes its absence a failure.',
   );
 }
 const machineDaemonsAfter = machineLibvirtdIdentity();

@@ -18,3 +18,5 @@ export type {
 } from './states.ts';
 export { ACTION_RULES, ACTIONS, actionShows, checkAction, vmStateAfterTask } from './actions.ts';
 export type { ActionName } from './actions.ts';
+export { ALIVE_POWER_STATES, intentWarning } from './intent.ts';
+export type { IntentWarning } from './intent.ts';

@@ -8,6 +8,7 @@ import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts'
 import type { CredentialStore, InstanceFilter, ReadStore } from '../store/index.ts';
 import { Authenticator } from './auth.ts';
 import { credentialRoutes } from './credential-routes.ts';
+import { isPublicRoute, registerDashboard } from './dashboard.ts';
 import { discardRestOfUpload } from './drain.ts';
 import {
   apiError,
@@ -80,6 +81,8 @@ export interface ServerOptions {
   readonly bodyLimit?: number;
   /** Epoch-ms clock. Default Date.now. */
   readonly now?: () => number;
+  /** Where the dashboard's built files are. Default: the build's own (dist/web). */
+  readonly dashboardDir?: string;
 }
 
 const PUBLIC_ROUTES = new Set(['/healthz']);
@@ -154,7 +157,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS).unref();
   });
   app.addHook('onRequest', async (request, reply) => {
-    const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '');
+    const open = PUBLIC_ROUTES.has(request.routeOptions.url ?? '') || isPublicRoute(request);
     if (closing && !open) {
       await reply
         .code(503)
@@ -389,6 +392,7 @@ async function routes(
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  registerDashboard(app, options.dashboardDir);
 }
 
 function lastEventId(request: FastifyRequest): number | null {

@@ -1,6 +1,7 @@
 // The sync policy as a pure function of plain data: given what the record says, what the
 // hypervisor confirmed and why we looked, what should be written and done. No I/O and no clock,
 // so every row of docs/decisions.md is a unit test.
+import { ALIVE_POWER_STATES } from '../model/index.ts';
 import type {
   Policy,
   PowerState,
@@ -121,9 +122,9 @@ const CRASHED: Row = { vmState: 'stopped', reason: 'crashed' };
 /** The policy table (docs/decisions.md) for instances on this host with no task in flight. */
 function policyRow(policy: Policy, vmState: VmState, power: PowerState): Row {
   if (vmState === 'deleted' || vmState === 'soft-deleted') {
-    const alive =
-      power === 'running' || power === 'paused' || power === 'suspended' || power === 'shutdown';
-    return alive ? { warn: true, reason: 'deleted-but-alive' } : RECORD_ONLY;
+    return ALIVE_POWER_STATES.has(power)
+      ? { warn: true, reason: 'deleted-but-alive' }
+      : RECORD_ONLY;
   }
   if (!LIVE_VM_STATES.has(vmState)) return RECORD_ONLY;
   if (power === 'shutdown') return SHUTTING_DOWN;

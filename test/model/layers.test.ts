@@ -43,3 +43,27 @@ test('src/client runs in a browser: no Node modules, and only types from the ser
   }
   assert.deepEqual(bad, []);
 });
+
+test('web/ reaches the rest only through src/client and src/model (and server wire types)', () => {
+  const web = fileURLToPath(new URL('../../web/src/', import.meta.url));
+  const bad: string[] = [];
+  const visit = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) {
+        visit(`${dir}${entry.name}/`);
+        continue;
+      }
+      if (!/\.tsx?$/.test(entry.name)) continue;
+      const text = readFileSync(`${dir}${entry.name}`, 'utf8');
+      for (const match of text.matchAll(/^import\s+(type\s+)?[^;]*?from\s+'([^']*)'/gms)) {
+        const [, typeOnly, from] = match;
+        const layer = /\/src\/([a-z]+)\//.exec(from!)?.[1];
+        if (layer === undefined || layer === 'client' || layer === 'model') continue;
+        if (layer === 'server' && typeOnly !== undefined) continue;
+        bad.push(`${entry.name}: ${from}`);
+      }
+    }
+  };
+  visit(web);
+  assert.deepEqual(bad, []);
+});
