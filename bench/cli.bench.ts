@@ -16,7 +16,13 @@ const runs = Number.parseInt(process.argv[2] ?? '30', 10);
 const sourceRuns = Math.max(5, Math.round(runs / 3));
 const WARM_UP = 3;
 const root = fileURLToPath(new URL('..', import.meta.url));
-const env = { ...process.env, HVSYNC_TOKEN: '', HVSYNC_TOKEN_FILE: '', HVSYNC_SERVER: '' };
+// The bench's own server and client: nothing from the caller's environment may point elsewhere
+// (an empty value is a config error, so the variables are left out, not emptied).
+const env = Object.fromEntries(
+  Object.entries(process.env).filter(
+    ([name]) => !['HVSYNC_TOKEN', 'HVSYNC_TOKEN_FILE', 'HVSYNC_SERVER', 'HVSYNC_CA'].includes(name),
+  ),
+);
 
 interface Row {
   readonly command: string;
