@@ -75,6 +75,17 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'host connection error',
     sql: `ALTER TABLE hosts ADD COLUMN connection_error TEXT;`,
   },
+  {
+    version: 5,
+    name: 'task action',
+    // The task's action, which its taskState alone does not say (stop or force-stop...), so that
+    // a task recorded by one process can be performed by another. The partial index serves the
+    // control plane's sweep of tasks in flight. (3 and 4 are other changes' numbers.)
+    sql: `
+      ALTER TABLE instances ADD COLUMN task_action TEXT;
+      CREATE INDEX instances_task ON instances (uuid) WHERE task_state IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
