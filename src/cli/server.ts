@@ -1,7 +1,13 @@
 // `hvsync server`: a control-plane replica. The API, watch and metrics over a shared PostgreSQL
 // database, with no hypervisor of its own; run as many as you like on one database.
 import { InvalidArgumentError, type Command } from 'commander';
-import { createLogger, positiveInteger, readToken, runUntilSignal } from './options.ts';
+import {
+  createLogger,
+  positiveInteger,
+  positiveNumber,
+  readToken,
+  runUntilSignal,
+} from './options.ts';
 
 interface ServerOptions {
   db?: string;
@@ -9,6 +15,7 @@ interface ServerOptions {
   token?: string;
   tokenFile?: string;
   maxWatchers: string;
+  hostTimeout: string;
   logLevel: string;
 }
 
@@ -41,6 +48,11 @@ export function registerServer(program: Command): void {
       env.HVSYNC_MAX_WATCHERS ?? '1000',
     )
     .option(
+      '--host-timeout <seconds>',
+      "a host whose agent has not reported for this long is unreachable: its instances' power states are shown stale and its tasks end with an error (env HVSYNC_HOST_TIMEOUT)",
+      env.HVSYNC_HOST_TIMEOUT ?? '30',
+    )
+    .option(
       '--log-level <level>',
       'trace | debug | info | warn | error (env HVSYNC_LOG_LEVEL)',
       env.HVSYNC_LOG_LEVEL ?? 'info',
@@ -55,6 +67,7 @@ export function registerServer(program: Command): void {
         listen: options.listen,
         token: readToken(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
+        hostTimeoutMs: positiveNumber('--host-timeout', options.hostTimeout) * 1000,
       };
       const logger = await createLogger(options.logLevel);
       await runUntilSignal(logger, async (signal) => {

@@ -107,10 +107,12 @@ export interface HostRecord {
    * permission denied...), or how it dropped. Null while connected.
    */
   readonly connectionError: string | null;
+  /** Observations the host's agent holds unsent (its journal), when it reports them. */
+  readonly backlog?: number | null;
 }
 
 /** What an engine reports of its host; the connection error is recorded on its own. */
-export type HostStatus = Omit<HostRecord, 'connectionError'>;
+export type HostStatus = Omit<HostRecord, 'connectionError' | 'backlog'>;
 
 export interface InstanceFilter {
   readonly host?: string;

@@ -98,7 +98,7 @@ describePostgres('hvsync server replicas on one database', (database) => {
       assert.ok(error instanceof ClientError);
       assert.equal(error.status, 503);
       assert.equal(error.apiError, 'unavailable');
-      assert.match(error.message, /no agent reports for host host-a yet/);
+      assert.match(error.message, /no agent has reported for host host-a/);
       return true;
     });
   });
