@@ -204,6 +204,14 @@ describePostgres('actions across processes and host health', (database) => {
     });
     const record = await store.getInstance(uuid);
     assert.equal(record?.taskState, null, 'a refused action records nothing');
+    // Both replicas sweep; the write is conditional, so the task was ended once.
+    const { changes } = await store.changesSince(0, 10_000);
+    const ofIt = changes.filter((change) => change.instance.uuid === uuid);
+    assert.deepEqual(
+      ofIt.map((change) => change.instance.taskState),
+      [null, 'rebooting', null],
+      'created, task recorded, task ended: nothing more',
+    );
   });
 
   test('a host that stops reporting turns unreachable and its instances stale, and back', async () => {
