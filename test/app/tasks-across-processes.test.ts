@@ -43,6 +43,13 @@ async function eventually<T>(
 
 type Messages = AsyncIterator<WatchMessage>;
 
+/** A sample's value from a replica's /metrics (0 when absent). */
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
 /** Reads the watch until an event satisfies `done`; that instance. The stream stays open. */
 async function until(
   messages: Messages,
@@ -212,6 +219,10 @@ describePostgres('actions across processes and host health', (database) => {
       [null, 'rebooting', null],
       'created, task recorded, task ended: nothing more',
     );
+    const swept = await Promise.all(
+      [replica1, replica2].map((r) => metric(r.url, 'hvsync_tasks_swept_total')),
+    );
+    assert.equal(swept[0]! + swept[1]!, 1, `one replica ended it: ${swept.join(' + ')}`);
   });
 
   test('a host that stops reporting turns unreachable and its instances stale, and back', async () => {
@@ -237,6 +248,7 @@ describePostgres('actions across processes and host health', (database) => {
       assert.equal(shown.powerState, 'running', 'the last known state, never stopped');
       assert.match(instancesTable([shown]), /running\?/);
     }
+    assert.ok((await metric(replica1.url, 'hvsync_hosts_unreachable')) >= 1);
     assert.equal((await store.getInstance(uuid))?.powerState, 'running', 'nothing was written');
 
     await keepReporting(host);
