@@ -17,7 +17,9 @@ import {
   type ReadinessPort,
 } from '../server/index.ts';
 import type { TlsFiles } from '../server/index.ts';
+import { DEFAULT_HOST_TIMEOUT_MS, DEFAULT_TASK_TIMEOUT_MS } from '../model/index.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
+import { HostMonitor } from './host-monitor.ts';
 import { ConnectionErrorRecorder } from './connection-error.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
@@ -116,6 +118,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     stopping = true;
     sim?.stopWorkload();
     await server.close();
+    await hosts.stop();
     await engine?.stop();
     await driver.close();
     await connectionErrors.settled();
@@ -153,6 +156,19 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       return record;
     },
   };
+  // Its own host reports while the engine runs; others a database may hold from an earlier
+  // hypervisor are judged by their last report.
+  const hosts = new HostMonitor({
+    store,
+    hostTimeoutMs: DEFAULT_HOST_TIMEOUT_MS,
+    taskTimeoutMs: DEFAULT_TASK_TIMEOUT_MS,
+    logger: logger.child({ component: 'hosts' }),
+    inProcess: {
+      name: () => engine?.host,
+      connected: () => !stopping && driver.connected,
+    },
+    sweepTasks: false,
+  });
   const readiness: ReadinessPort = {
     check() {
       const reasons: string[] = [];
@@ -178,6 +194,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       store,
       actions,
       readiness,
+      hosts,
       registry,
       token: config.token,
       credentials: store,
@@ -196,6 +213,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   try {
     if (config.signal?.aborted) abort();
     const listening = await listen(server, address);
+    await hosts.start();
     logger.info(
       { url: listening.url },
       `listening at ${listening.url}; connecting to ${description}`,

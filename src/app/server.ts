@@ -4,20 +4,21 @@
 // through LISTEN/NOTIFY and the change log.
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { DEFAULT_HOST_TIMEOUT_MS, DEFAULT_TASK_TIMEOUT_MS } from '../model/index.ts';
 import { isPostgresUrl, openStore, type StoreError } from '../store/index.ts';
 import {
-  ActionRejected,
   buildServer,
   tlsOptions,
   checkListen,
   listen,
   parseListen,
   ServerError,
-  type ActionPort,
   type ReadinessPort,
 } from '../server/index.ts';
 import type { TlsFiles } from '../server/index.ts';
+import { HostMonitor } from './host-monitor.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
+import { recordedActions } from './recorded-actions.ts';
 import { registerStoreMetrics } from './store-metrics.ts';
 
 export interface ControlPlaneConfig {
@@ -31,6 +32,10 @@ export interface ControlPlaneConfig {
   readonly logger: Logger;
   /** How often the database is asked whether it answers, for /readyz (default 2 s). */
   readonly probeIntervalMs?: number;
+  /** A host whose agent has not reported for this long is unreachable (default 30 s). */
+  readonly hostTimeoutMs?: number;
+  /** The agents' task timeout, after which (plus the host timeout) a task is ended here. */
+  readonly taskTimeoutMs?: number;
   readonly signal?: AbortSignal;
 }
 
@@ -115,14 +120,16 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
   registerProcessMetrics(registry);
   registerStoreMetrics(registry, store);
 
-  const actions: ActionPort = {
-    async submit(uuid) {
-      const record = await store.getInstance(uuid);
-      if (!record) throw new ActionRejected('not-found', `no instance ${uuid}`);
-      // Actions are carried out by the agent on the instance's host; none reports here yet.
-      throw new ActionRejected('unavailable', `no agent reports for host ${record.host} yet`);
-    },
-  };
+  const hostTimeoutMs = config.hostTimeoutMs ?? DEFAULT_HOST_TIMEOUT_MS;
+  // Actions are recorded as tasks; the agent of the instance's host performs them.
+  const actions = recordedActions({ store, hostTimeoutMs });
+  const hosts = new HostMonitor({
+    store,
+    hostTimeoutMs,
+    taskTimeoutMs: config.taskTimeoutMs ?? DEFAULT_TASK_TIMEOUT_MS,
+    logger: logger.child({ component: 'hosts' }),
+    registry,
+  });
   const readiness: ReadinessPort = {
     check() {
       const reasons: string[] = [];
@@ -142,6 +149,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
       store,
       actions,
       readiness,
+      hosts,
       registry,
       token: config.token,
       credentials: store,
@@ -156,12 +164,14 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
   const teardown = async (): Promise<void> => {
     await server.close();
     await probe.stop();
+    await hosts.stop();
     await store.close();
   };
   try {
     config.signal?.throwIfAborted();
     const listening = await listen(server, address);
     probe.start(config.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS);
+    await hosts.start();
     logger.info({ url: listening.url }, `serving the control-plane API at ${listening.url}`);
     let stopped = false;
     return {

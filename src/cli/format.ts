@@ -17,6 +17,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
 
 const dash = (value: string | null): string => (value === null || value === '' ? '-' : value);
 
+/** The power state, with a `?` when it is the last one known and not believed (host unreachable). */
+export function powerText(instance: ApiInstance): string {
+  return instance.powerStateStale === true ? `${instance.powerState}?` : instance.powerState;
+}
+
 export function instancesTable(instances: readonly ApiInstance[]): string {
   return table(
     ['UUID', 'NAME', 'HOST', 'VM STATE', 'TASK', 'POWER', 'REASON', 'UPDATED'],
@@ -26,7 +31,7 @@ export function instancesTable(instances: readonly ApiInstance[]): string {
       i.host,
       i.vmState,
       i.taskError === null ? dash(i.taskState) : `${dash(i.taskState)} (last failed)`,
-      i.powerState,
+      powerText(i),
       dash(i.powerReason),
       i.updatedAt,
     ]),
@@ -39,9 +44,19 @@ export function instanceDetails(instance: ApiInstance): string {
     ['name', instance.name],
     ['host', instance.host],
     ['vm state', instance.vmState],
-    ['task', dash(instance.taskState)],
+    [
+      'task',
+      instance.taskState === null
+        ? '-'
+        : `${instance.taskState} (${instance.taskAction ?? 'unknown action'} since ${instance.taskStartedAt ?? '?'})`,
+    ],
     ['last task error', dash(instance.taskError)],
-    ['power state', instance.powerState],
+    [
+      'power state',
+      instance.powerStateStale === true
+        ? `${powerText(instance)} (last known: the host's agent is unreachable or disconnected)`
+        : instance.powerState,
+    ],
     ['power reason', dash(instance.powerReason)],
     ['policy', instance.policy ?? 'deployment default'],
     ['updated', instance.updatedAt],
@@ -68,13 +83,24 @@ export function historyTable(transitions: readonly ApiTransition[]): string {
 
 export function hostsTable(hosts: readonly ApiHost[]): string {
   return table(
-    ['NAME', 'DRIVER', 'CONNECTED', 'LAST SEEN', 'LAST RECONCILE', 'CONNECTION ERROR'],
+    [
+      'NAME',
+      'DRIVER',
+      'REACHABLE',
+      'CONNECTED',
+      'LAST SEEN',
+      'LAST RECONCILE',
+      'BACKLOG',
+      'CONNECTION ERROR',
+    ],
     hosts.map((h) => [
       h.name,
       h.driver,
+      h.reachable ? 'yes' : 'NO',
       h.connected ? 'yes' : 'no',
       h.lastSeenAt,
       dash(h.lastReconcileAt),
+      h.backlog === null ? '-' : String(h.backlog),
       dash(h.connectionError),
     ]),
   );

@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import {
   createLogger,
   positiveInteger,
+  positiveNumber,
   readToken,
   runUntilSignal,
   readTls,
@@ -18,6 +19,7 @@ interface ServerOptions {
   tlsCert?: string;
   tlsKey?: string;
   maxWatchers: string;
+  hostTimeout: string;
   logLevel: string;
 }
 
@@ -49,6 +51,11 @@ export function registerServer(program: Command): void {
       env.HVSYNC_MAX_WATCHERS ?? '1000',
     )
     .option(
+      '--host-timeout <seconds>',
+      "a host whose agent has not reported for this long is unreachable: its instances' power states are shown stale and its tasks end with an error (env HVSYNC_HOST_TIMEOUT)",
+      env.HVSYNC_HOST_TIMEOUT ?? '30',
+    )
+    .option(
       '--log-level <level>',
       'trace | debug | info | warn | error (env HVSYNC_LOG_LEVEL)',
       env.HVSYNC_LOG_LEVEL ?? 'info',
@@ -64,6 +71,7 @@ export function registerServer(program: Command): void {
         token: readToken(options),
         tls: readTls(options),
         maxWatchers: positiveInteger('--max-watchers', options.maxWatchers),
+        hostTimeoutMs: positiveNumber('--host-timeout', options.hostTimeout) * 1000,
       };
       const logger = await createLogger(options.logLevel);
       await runUntilSignal(logger, async (signal) => {

@@ -110,3 +110,45 @@ export function vmStateAfterTask(
   if (gone) return 'deleted';
   return succeeded ? ACTION_RULES[action].intent : before;
 }
+
+/** How long a task may be in flight before whoever notices clears it with an error. */
+export const DEFAULT_TASK_TIMEOUT_MS = 120_000;
+
+/**
+ * The fields that put a task in flight on a record. Whoever records it (the engine acting for its
+ * own host, a control-plane replica for an agent) writes exactly these, conditional on the version
+ * the action was checked against. The action itself is recorded because the task state alone
+ * does not say it: `powering-off` is a stop or a force-stop, `rebooting` a reboot or a hard one.
+ */
+export interface TaskMark {
+  readonly taskState: TaskState;
+  readonly taskAction: ActionName;
+  readonly taskStartedAt: number;
+  readonly taskError: null;
+}
+
+export function taskMark(action: ActionName, startedAt: number): TaskMark {
+  return {
+    taskState: ACTION_RULES[action].taskState,
+    taskAction: action,
+    taskStartedAt: startedAt,
+    taskError: null,
+  };
+}
+
+/** The fields that end a task: no task in flight, and its error (null on success) kept. */
+export interface TaskEnd {
+  readonly taskState: null;
+  readonly taskAction: null;
+  readonly taskStartedAt: null;
+  readonly taskError: string | null;
+}
+
+export function taskEnd(error: string | null): TaskEnd {
+  return { taskState: null, taskAction: null, taskStartedAt: null, taskError: error };
+}
+
+/** The error of a task cleared because its time ran out. */
+export function taskTimeoutError(taskState: TaskState, timeoutMs: number): string {
+  return `${taskState} did not complete within ${timeoutMs} ms`;
+}

@@ -16,7 +16,24 @@ export type {
   TransitionCause,
   VmState,
 } from './states.ts';
-export { ACTION_RULES, ACTIONS, actionShows, checkAction, vmStateAfterTask } from './actions.ts';
-export type { ActionName } from './actions.ts';
+export {
+  ACTION_RULES,
+  ACTIONS,
+  actionShows,
+  checkAction,
+  DEFAULT_TASK_TIMEOUT_MS,
+  taskEnd,
+  taskMark,
+  taskTimeoutError,
+  vmStateAfterTask,
+} from './actions.ts';
+export type { ActionName, TaskEnd, TaskMark } from './actions.ts';
+export {
+  DEFAULT_HOST_TIMEOUT_MS,
+  hostReachability,
+  overdueTask,
+  powerStateBelieved,
+} from './hosts.ts';
+export type { HostReachability, HostReport, TaskInFlight, TaskLimits } from './hosts.ts';
 export { ALIVE_POWER_STATES, intentWarning } from './intent.ts';
 export type { IntentWarning } from './intent.ts';

@@ -5,7 +5,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
-import type { CredentialStore, InstanceFilter, ReadStore } from '../store/index.ts';
+import type { CredentialStore, InstanceFilter, InstanceRecord, ReadStore } from '../store/index.ts';
 import { Authenticator } from './auth.ts';
 import { credentialRoutes } from './credential-routes.ts';
 import { isPublicRoute, registerDashboard } from './dashboard.ts';
@@ -41,7 +41,7 @@ import {
   watchSchema,
 } from './schemas.ts';
 import { ActionRejected, ServerError } from './types.ts';
-import type { ActionPort, ApiError, ReadinessPort } from './types.ts';
+import type { ActionPort, ApiError, ApiInstance, HostHealthPort, ReadinessPort } from './types.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
@@ -49,6 +49,8 @@ export interface ServerOptions {
   readonly store: ReadStore;
   readonly actions: ActionPort;
   readonly readiness: ReadinessPort;
+  /** Whether hosts' agents report, for /v1/hosts and instances' powerStateStale; default: all do. */
+  readonly hosts?: HostHealthPort;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
   readonly registry: Registry;
   /** The admin token: turns on bearer authentication for every route but /healthz. */
@@ -86,6 +88,7 @@ export interface ServerOptions {
 }
 
 const PUBLIC_ROUTES = new Set(['/healthz']);
+const EVERY_HOST_REPORTS: HostHealthPort = { reachable: () => true, powerStateStale: () => false };
 const CLOSE_GRACE_MS = 2000;
 /** Seconds a client refused for too many watchers is told to wait before trying again. */
 const WATCH_RETRY_AFTER_S = 5;
@@ -236,6 +239,9 @@ async function routes(
   metrics: ServerMetrics,
 ): Promise<void> {
   const { store, actions, readiness, registry } = options;
+  const hosts = options.hosts ?? EVERY_HOST_REPORTS;
+  const view = (record: InstanceRecord): ApiInstance =>
+    apiInstance(record, hosts.powerStateStale(record.host));
   const now = options.now ?? Date.now;
   const maxWatchers = options.maxWatchers ?? 1_000;
   const watches = new WatchHub(
@@ -290,7 +296,7 @@ async function routes(
     if (!more && last !== undefined && rows.length === limit) {
       more = (await store.listInstances({ ...filter, after: last.uuid, limit: 1 })).length > 0;
     }
-    return { instances: page.map(apiInstance), next: more && last ? last.uuid : null };
+    return { instances: page.map(view), next: more && last ? last.uuid : null };
   });
 
   app.get<{ Params: { uuid: string } }>(
@@ -300,7 +306,7 @@ async function routes(
       const uuid = request.params.uuid.toLowerCase();
       const record = await store.getInstance(uuid);
       if (record === null) return reply.code(404).send(unknownInstance(uuid));
-      return apiInstance(record);
+      return view(record);
     },
   );
 
@@ -327,7 +333,7 @@ async function routes(
         const record = await actions.submit(uuid, action);
         return reply
           .code(202)
-          .send({ task: apiTask(record, action, now()), instance: apiInstance(record) });
+          .send({ task: apiTask(record, action, now()), instance: view(record) });
       } catch (error) {
         if (!(error instanceof ActionRejected)) throw error;
         return sendError(reply, error.code, error.message);
@@ -336,7 +342,7 @@ async function routes(
   );
 
   app.get('/v1/hosts', { schema: hostsSchema }, async () => {
-    return { hosts: (await store.listHosts()).map(apiHost) };
+    return { hosts: (await store.listHosts()).map((host) => apiHost(host, hosts.reachable(host))) };
   });
 
   app.get(

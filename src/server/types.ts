@@ -8,11 +8,25 @@ import type {
   TransitionCause,
   VmState,
 } from '../model/index.ts';
-import type { InstanceRecord } from '../store/index.ts';
+import type { HostRecord, InstanceRecord } from '../store/index.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */
   submit(uuid: string, action: ActionName): Promise<InstanceRecord>;
+}
+
+/**
+ * Whether each host's agent is believed to be there. The control plane judges by the time of the
+ * last report; the all-in-one also knows its own engine runs. Without one, every host is.
+ */
+export interface HostHealthPort {
+  /** Whether the host's agent reports (or, in process, its engine runs). */
+  reachable(host: HostRecord): boolean;
+  /**
+   * True when the power state recorded for an instance on this host is not to be believed: its
+   * agent is gone or has lost its hypervisor. Synchronous: answered from what the port last saw.
+   */
+  powerStateStale(host: string): boolean;
 }
 
 export interface Readiness {
@@ -61,8 +75,19 @@ export interface ApiInstance {
   readonly host: string;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;
+  /** The action of the task in flight; null with none. */
+  readonly taskAction: ActionName | null;
+  /** When the task in flight was recorded; null with none. */
+  readonly taskStartedAt: string | null;
   readonly taskError: string | null;
+  /** The last power state recorded; see powerStateStale. */
   readonly powerState: RecordedPowerState;
+  /**
+   * True when the host's agent is unreachable or has lost its hypervisor: powerState is the last
+   * one known, not what the instance is now (never read it as stopped). In GET responses; a watch
+   * event leaves it out (a host's reachability is in /v1/hosts).
+   */
+  readonly powerStateStale?: boolean;
   readonly powerReason: string;
   readonly policy: Policy | null;
   readonly updatedAt: string;
@@ -103,10 +128,15 @@ export interface ApiHost {
   readonly name: string;
   readonly driver: string;
   readonly connected: boolean;
+  /** When the host's agent (or engine) last reported. */
   readonly lastSeenAt: string;
+  /** Whether the agent reports: its last report is within the server's --host-timeout. */
+  readonly reachable: boolean;
   readonly lastReconcileAt: string | null;
   /** Why the hypervisor connection is down (the last reconnect's failure); null while connected. */
   readonly connectionError: string | null;
+  /** Observations the agent holds that the control plane has not had yet; null when not reported. */
+  readonly backlog: number | null;
 }
 
 /** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */

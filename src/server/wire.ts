@@ -1,5 +1,5 @@
 // Store records to API v1 objects: the one place where epoch milliseconds become ISO strings and
-// store-internal fields (createdAt, taskStartedAt) are left out.
+// store-internal fields (createdAt) are left out.
 import type { ActionName } from '../model/index.ts';
 import type { ChangeRecord, HostRecord, InstanceRecord, TransitionRecord } from '../store/index.ts';
 import type { ApiHost, ApiInstance, ApiTask, ApiTransition, ApiWatchEvent } from './types.ts';
@@ -8,15 +8,19 @@ export function isoTime(epochMs: number): string {
   return new Date(epochMs).toISOString();
 }
 
-export function apiInstance(record: InstanceRecord): ApiInstance {
+/** `stale`: whether the power state is to be believed, when the caller knows (GET, not watch). */
+export function apiInstance(record: InstanceRecord, stale?: boolean): ApiInstance {
   return {
     uuid: record.uuid,
     name: record.name,
     host: record.host,
     vmState: record.vmState,
     taskState: record.taskState,
+    taskAction: record.taskAction,
+    taskStartedAt: record.taskStartedAt === null ? null : isoTime(record.taskStartedAt),
     taskError: record.taskError,
     powerState: record.powerState,
+    ...(stale === undefined ? {} : { powerStateStale: stale }),
     powerReason: record.powerReason,
     policy: record.policy,
     updatedAt: isoTime(record.updatedAt),
@@ -38,14 +42,16 @@ export function apiTransition(transition: TransitionRecord): ApiTransition {
   };
 }
 
-export function apiHost(host: HostRecord): ApiHost {
+export function apiHost(host: HostRecord, reachable: boolean): ApiHost {
   return {
     name: host.name,
     driver: host.driver,
     connected: host.connected,
     lastSeenAt: isoTime(host.lastSeenAt),
+    reachable,
     lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
     connectionError: host.connectionError,
+    backlog: host.backlog ?? null,
   };
 }
 

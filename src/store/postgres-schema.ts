@@ -95,6 +95,15 @@ export const PG_MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX credentials_valid ON credentials (kind, name) WHERE revoked_at IS NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'task action',
+    // See the SQLite migration of the same number.
+    sql: `
+      ALTER TABLE instances ADD COLUMN task_action text;
+      CREATE INDEX instances_task ON instances (uuid) WHERE task_state IS NOT NULL;
+    `,
+  },
 ];
 
 /** Any fixed key shared by every hvsync process: the advisory lock migrations run under. */

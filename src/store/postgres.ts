@@ -24,7 +24,7 @@ import { applyInRounds } from './postgres-batch.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
 import type { WriteRow } from './postgres-batch.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
-import { instanceFromRow, transitionFromRow } from './sqlite-rows.ts';
+import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
 import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
 import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
@@ -203,6 +203,8 @@ export class PostgresStore implements Store {
     where('vm_state', filter.vmState);
     where('power_state', filter.powerState);
     where('uuid', filter.after, '>');
+    if (filter.hideDeleted === true) conditions.push("vm_state <> 'deleted'");
+    if (filter.taskInFlight === true) conditions.push('task_state IS NOT NULL');
     params.push(pageSize(filter.limit, INSTANCE_PAGE));
     const clause = conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`;
     const rows = await this.read(() =>
@@ -260,7 +262,7 @@ export class PostgresStore implements Store {
     );
     const latestRevision = bounds[0]?.latest ?? 0;
     return {
-      changes: rows.map((row) => ({ ...row })),
+      changes: rows.map((row) => ({ ...row, instance: snapshotRecord(row.instance) })),
       oldestRevision: bounds[0]?.oldest ?? latestRevision + 1,
       latestRevision,
     };

@@ -1,6 +1,7 @@
 // The one place where records become SQL values and rows become records: column names, booleans
 // as 0/1, the change log's JSON snapshot.
 import type {
+  ActionName,
   Policy,
   RecordedPowerState,
   TaskState,
@@ -25,6 +26,7 @@ export const INSTANCE_COLUMNS = {
   host: 'host',
   vmState: 'vm_state',
   taskState: 'task_state',
+  taskAction: 'task_action',
   taskStartedAt: 'task_started_at',
   taskError: 'task_error',
   powerState: 'power_state',
@@ -42,6 +44,7 @@ export interface InstanceRow {
   host: string;
   vm_state: string;
   task_state: string | null;
+  task_action: string | null;
   task_started_at: number | null;
   task_error: string | null;
   power_state: string;
@@ -92,6 +95,7 @@ export function instanceFromRow(row: InstanceRow): InstanceRecord {
     host: row.host,
     vmState: row.vm_state as VmState,
     taskState: row.task_state as TaskState | null,
+    taskAction: row.task_action as ActionName | null,
     taskStartedAt: row.task_started_at,
     taskError: row.task_error,
     powerState: row.power_state as RecordedPowerState,
@@ -143,11 +147,16 @@ export function encodeSnapshot(instance: InstanceRecord): string {
   return JSON.stringify(instance);
 }
 
+/** A change-log snapshot as a record: snapshots taken before migration 5 have no taskAction. */
+export function snapshotRecord(instance: InstanceRecord): InstanceRecord {
+  return instance.taskAction === undefined ? { ...instance, taskAction: null } : instance;
+}
+
 export function changeFromRow(row: ChangeRow): ChangeRecord {
   return {
     revision: row.revision,
     type: row.type as ChangeRecord['type'],
-    instance: JSON.parse(row.instance) as InstanceRecord,
+    instance: snapshotRecord(JSON.parse(row.instance) as InstanceRecord),
     at: row.at,
   };
 }

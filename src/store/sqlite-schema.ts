@@ -92,6 +92,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX credentials_valid ON credentials (kind, name) WHERE revoked_at IS NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'task action',
+    // The task's action, which its taskState alone does not say (stop or force-stop...), so that
+    // a task recorded by one process can be performed by another. The partial index serves the
+    // control plane's sweep of tasks in flight. (4 is the agent's.)
+    sql: `
+      ALTER TABLE instances ADD COLUMN task_action TEXT;
+      CREATE INDEX instances_task ON instances (uuid) WHERE task_state IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

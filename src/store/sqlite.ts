@@ -259,6 +259,7 @@ export class SqliteStore implements Store {
       where('power_state = ?', filter.powerState);
       where('uuid > ?', filter.after);
       if (filter.hideDeleted === true) conditions.push("vm_state <> 'deleted'");
+      if (filter.taskInFlight === true) conditions.push('task_state IS NOT NULL');
       params.push(pageSize(filter.limit, INSTANCE_PAGE));
       return this.listStatement(conditions)
         .all(...params)

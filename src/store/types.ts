@@ -3,6 +3,7 @@
 // cause, and a change log with revisions that watchers resume from. Asynchronous so that a
 // PostgreSQL backend fits behind the same interface as SQLite.
 import type {
+  ActionName,
   Policy,
   RecordedPowerState,
   TaskState,
@@ -16,6 +17,8 @@ export interface InstanceRecord {
   readonly host: string;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;
+  /** The action the task in flight performs (taskState alone does not say); null with no task. */
+  readonly taskAction: ActionName | null;
   /** Epoch ms when the task in flight began; null with no task. */
   readonly taskStartedAt: number | null;
   /** The last task's error, kept until the next task starts. */
@@ -104,10 +107,12 @@ export interface HostRecord {
    * permission denied...), or how it dropped. Null while connected.
    */
   readonly connectionError: string | null;
+  /** Observations the host's agent holds unsent (its journal), when it reports them. */
+  readonly backlog?: number | null;
 }
 
 /** What an engine reports of its host; the connection error is recorded on its own. */
-export type HostStatus = Omit<HostRecord, 'connectionError'>;
+export type HostStatus = Omit<HostRecord, 'connectionError' | 'backlog'>;
 
 export interface InstanceFilter {
   readonly host?: string;
@@ -115,6 +120,8 @@ export interface InstanceFilter {
   readonly powerState?: RecordedPowerState;
   /** Leaves out instances whose vmState is `deleted`. */
   readonly hideDeleted?: boolean;
+  /** Only instances with a task in flight. */
+  readonly taskInFlight?: boolean;
   /** Page size; the store caps it. */
   readonly limit?: number;
   /** Keyset pagination: uuids strictly greater than this. */

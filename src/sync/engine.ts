@@ -5,8 +5,9 @@
 // An event's path: onDriverEvent → the queue (one pass per instance, coalescing, settle window)
 // → the pass (confirm, decide, write) → the store. This file only composes the parts and keeps
 // the connection state they share.
+import { DEFAULT_TASK_TIMEOUT_MS } from '../model/index.ts';
 import type { ActionName, Policy } from '../model/index.ts';
-import { StoreError, type EngineStore } from '../store/index.ts';
+import { StoreError, type EngineStore, type InstanceRecord } from '../store/index.ts';
 import type { DriverEvent, HypervisorDriver, LifecycleEvent } from '../virt/index.ts';
 import { confirm } from './confirm.ts';
 import type { ConfirmDeps } from './confirm.ts';
@@ -57,7 +58,7 @@ export class SyncEngine {
     this.reconcileIntervalMs = options.reconcileIntervalMs ?? 60_000;
     this.log = options.logger ?? silentLogger;
     const now = options.now ?? Date.now;
-    const taskTimeoutMs = options.taskTimeoutMs ?? 120_000;
+    const taskTimeoutMs = options.taskTimeoutMs ?? DEFAULT_TASK_TIMEOUT_MS;
     const { driver, store, counters, log } = this;
     const host = (): string => this.host;
     const connected = (): boolean => this.connected;
@@ -237,6 +238,20 @@ export class SyncEngine {
    */
   act(uuid: string, action: ActionName): Promise<Task> {
     return this.tasks.act(uuid, action);
+  }
+
+  /**
+   * A record of this host changed by someone else (the agent's watch of the control plane brings
+   * it). When it carries a task in flight that this engine is not running — a user's action
+   * recorded by a control-plane replica — the engine performs it and finishes it, as if `act`
+   * had started it. Repeated or stale notices are harmless: a task is run at most once, and only
+   * while the record still carries it. Tasks recorded while the engine was stopped or
+   * disconnected are picked up by the start and by the reconcile after reconnecting.
+   */
+  recordChanged(record: InstanceRecord): void {
+    if (this.state !== 'running' || record.host !== this.hostName) return;
+    if (record.taskState === null || this.tasks.has(record.uuid)) return;
+    this.track(this.tasks.pickUp(record));
   }
 
   private onDriverEvent(event: DriverEvent): void {

@@ -250,6 +250,7 @@ async function adoptInstance(
         host: deps.host(),
         vmState: adopted.vmState,
         taskState: null,
+        taskAction: null,
         taskStartedAt: null,
         taskError: null,
         powerState: adopted.powerState,

@@ -1,8 +1,17 @@
 // Tasks: an action marked on the record with a conditional write, the hypervisor call, the wait
-// until the hypervisor shows the result, and the write that clears the task. Also the expiry of
-// tasks nobody is running any more (a previous process's, or one that hung).
+// until the hypervisor shows the result, and the write that clears the task. A task may also be
+// marked by someone else (a control-plane replica the user reached, or this host's engine before
+// a restart): it is picked up and performed the same way, once. Also the expiry of tasks nobody
+// is running any more and that can no longer be run (out of time, or of unknown action).
 import { performance } from 'node:perf_hooks';
-import { ACTION_RULES, actionShows, checkAction, vmStateAfterTask } from '../model/index.ts';
+import {
+  actionShows,
+  checkAction,
+  taskEnd,
+  taskMark,
+  taskTimeoutError,
+  vmStateAfterTask,
+} from '../model/index.ts';
 import type { ActionName, RecordedPowerState } from '../model/index.ts';
 import type { InstanceRecord, NewTransition, EngineStore } from '../store/index.ts';
 import { DriverError } from '../virt/index.ts';
@@ -44,12 +53,19 @@ export class TaskRunner {
   /** Uuids a reboot action asked to reboot whose reboot event has not arrived yet. */
   private readonly rebootsAsked = new Set<string>();
   private readonly leftoverTimers = new Set<NodeJS.Timeout>();
+  /** Uuids whose recorded task is being looked at before it runs: a second notice waits out. */
+  private readonly claiming = new Set<string>();
+  /**
+   * The start time of the last task this engine ran per instance: a late or repeated notice of a
+   * task already performed (and perhaps already finished) must not perform it again.
+   */
+  private readonly ran = new Map<string, number>();
 
   constructor(private readonly deps: TaskDeps) {}
 
-  /** True while this engine runs a task for the instance. */
+  /** True while this engine runs (or is about to run) a task for the instance. */
   has(uuid: string): boolean {
-    return this.running.has(uuid);
+    return this.running.has(uuid) || this.claiming.has(uuid);
   }
 
   /** An event arrived for the instance: a task waiting for its result looks now. */
@@ -109,13 +125,15 @@ export class TaskRunner {
     event: LifecycleEvent | null,
   ): Promise<Task | 'conflict'> {
     const startedAt = this.deps.now();
-    const taskState = ACTION_RULES[action].taskState;
+    const mark = taskMark(action, startedAt);
+    // Claimed before the write: a notice of this very write must not start it a second time.
+    this.ran.set(record.uuid, startedAt);
     const result = await this.deps.write(
       {
         kind: 'update',
         uuid: record.uuid,
         expectedVersion: record.version,
-        patch: { ...decision?.write, taskState, taskStartedAt: startedAt, taskError: null },
+        patch: { ...decision?.write, ...mark },
         transition,
       },
       event,
@@ -124,19 +142,71 @@ export class TaskRunner {
       if (result.reason === 'conflict') return 'conflict';
       throw new SyncError('not-found', `no instance ${record.uuid}`);
     }
-    if (action === 'reboot') this.rebootsAsked.add(record.uuid);
-    const done = this.run(record.uuid, action, startedAt).catch((error: unknown): TaskOutcome => {
-      this.deps.log.error({ err: error, uuid: record.uuid, action }, 'task could not be finished');
-      return { ok: false, error: errorText(error), instance: null };
-    });
+    return this.launch(record.uuid, action, startedAt, this.deps.taskTimeoutMs);
+  }
+
+  /** Performs a recorded task in the background, with `timeoutMs` left of its time. */
+  private launch(uuid: string, action: ActionName, startedAt: number, timeoutMs: number): Task {
+    this.ran.set(uuid, startedAt);
+    if (action === 'reboot') this.rebootsAsked.add(uuid);
+    const done = this.run(uuid, action, startedAt, timeoutMs).catch(
+      (error: unknown): TaskOutcome => {
+        this.deps.log.error({ err: error, uuid, action }, 'task could not be finished');
+        return { ok: false, error: errorText(error), instance: null };
+      },
+    );
     const running: RunningTask = { startedAt, done };
-    this.running.set(record.uuid, running);
+    this.running.set(uuid, running);
     this.deps.track(
       done.finally(() => {
-        if (this.running.get(record.uuid) === running) this.running.delete(record.uuid);
+        if (this.running.get(uuid) === running) this.running.delete(uuid);
       }),
     );
-    return { uuid: record.uuid, action, taskState, startedAt, done };
+    return { uuid, action, taskState: taskMark(action, startedAt).taskState, startedAt, done };
+  }
+
+  /**
+   * Performs a task someone else recorded on one of this host's instances, unless this engine
+   * runs it or ran it already, it has been cleared or replaced meanwhile, or nothing can be done
+   * now (disconnected: the reconcile after reconnecting picks it up). A task past its time is
+   * expired instead: whoever asked has been told it timed out, or is about to be. Returns the
+   * task when it started it.
+   */
+  async pickUp(seen: InstanceRecord): Promise<Task | null> {
+    const { uuid } = seen;
+    if (seen.taskState === null || seen.taskAction === null || seen.taskStartedAt === null) {
+      return null;
+    }
+    if (this.has(uuid) || this.ran.get(uuid) === seen.taskStartedAt) return null;
+    if (this.deps.unavailable() !== null) return null;
+    this.claiming.add(uuid);
+    try {
+      // The notice may be old (a watch resumed from an earlier revision): act on the record as
+      // it stands.
+      const current = await this.deps.store.getInstance(uuid);
+      if (
+        current === null ||
+        current.host !== this.deps.host() ||
+        current.taskState === null ||
+        current.taskAction === null ||
+        current.taskStartedAt !== seen.taskStartedAt ||
+        this.ran.get(uuid) === current.taskStartedAt
+      ) {
+        return null;
+      }
+      const left = current.taskStartedAt + this.deps.taskTimeoutMs - this.deps.now();
+      if (left <= 0) {
+        await this.expireOne(current);
+        return null;
+      }
+      this.deps.log.debug(
+        { uuid, action: current.taskAction, startedAt: current.taskStartedAt },
+        'picked up a recorded task',
+      );
+      return this.launch(uuid, current.taskAction, current.taskStartedAt, left);
+    } finally {
+      this.claiming.delete(uuid);
+    }
   }
 
   private callDriver(uuid: string, action: ActionName): Promise<void> {
@@ -160,9 +230,14 @@ export class TaskRunner {
     }
   }
 
-  private async run(uuid: string, action: ActionName, startedAt: number): Promise<TaskOutcome> {
+  private async run(
+    uuid: string,
+    action: ActionName,
+    startedAt: number,
+    timeoutMs: number,
+  ): Promise<TaskOutcome> {
     const { taskTimeoutMs, counters } = this.deps;
-    const deadline = performance.now() + taskTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
     const remaining = (): number => deadline - performance.now();
     const look = async (): Promise<Observation | null> =>
       (await this.deps.confirm(uuid, false))?.observation ?? null;
@@ -259,9 +334,7 @@ export class TaskRunner {
           uuid,
           expectedVersion: record.version,
           patch: {
-            taskState: null,
-            taskStartedAt: null,
-            taskError: error,
+            ...taskEnd(error),
             vmState,
             powerState,
             powerReason,
@@ -297,28 +370,31 @@ export class TaskRunner {
     return { ok: false, error: error ?? 'could not clear the task', instance: null };
   }
 
-  /** Clears tasks this engine is not running whose time is up; returns how many. */
+  /**
+   * Clears tasks this engine is not running whose time is up, and picks up the others it can run
+   * (recorded while it was away or disconnected); returns how many it cleared.
+   */
   async expire(records: readonly InstanceRecord[]): Promise<number> {
     let expired = 0;
     for (const record of records) {
-      if (record.taskState === null || this.running.has(record.uuid)) continue;
-      if (this.deps.now() - (record.taskStartedAt ?? 0) < this.deps.taskTimeoutMs) continue;
+      if (record.taskState === null || this.has(record.uuid)) continue;
+      if (this.deps.now() - (record.taskStartedAt ?? 0) < this.deps.taskTimeoutMs) {
+        if (record.taskAction !== null) await this.pickUp(record);
+        continue;
+      }
       if (await this.expireOne(record)) expired++;
     }
     return expired;
   }
 
   private async expireOne(record: InstanceRecord): Promise<boolean> {
+    if (record.taskState === null) return false;
     const result = await this.deps.write(
       {
         kind: 'update',
         uuid: record.uuid,
         expectedVersion: record.version,
-        patch: {
-          taskState: null,
-          taskStartedAt: null,
-          taskError: `${record.taskState} did not complete within ${this.deps.taskTimeoutMs} ms`,
-        },
+        patch: taskEnd(taskTimeoutError(record.taskState, this.deps.taskTimeoutMs)),
       },
       null,
     );
@@ -330,13 +406,15 @@ export class TaskRunner {
   }
 
   /**
-   * Tasks a previous process left in the record have nobody to finish them: clear the expired
-   * ones now and the others when their time is up (unless something cleared them meanwhile).
+   * Tasks found in the record at start: a previous process's, or recorded by the control plane
+   * while this engine was away. The expired ones are cleared now, the ones this engine can run
+   * are run, and the others (of no known action, or nothing can be done now) are cleared when
+   * their time is up, unless something clears or runs them meanwhile.
    */
   async clearLeftovers(records: readonly InstanceRecord[]): Promise<void> {
     await this.expire(records);
     for (const record of records) {
-      if (record.taskState === null || this.running.has(record.uuid)) continue;
+      if (record.taskState === null || this.has(record.uuid)) continue;
       const dueIn = (record.taskStartedAt ?? 0) + this.deps.taskTimeoutMs - this.deps.now();
       if (dueIn < 0) continue;
       const timer = setTimeout(() => {
@@ -353,7 +431,7 @@ export class TaskRunner {
       current &&
       current.taskState !== null &&
       current.taskStartedAt === leftover.taskStartedAt &&
-      !this.running.has(leftover.uuid)
+      !this.has(leftover.uuid)
     ) {
       await this.expireOne(current);
     }

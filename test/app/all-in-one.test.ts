@@ -79,6 +79,10 @@ describeLibvirt('all-in-one service on a real libvirtd', () => {
     assert.equal(done.powerState, 'paused');
     assert.equal(done.vmState, 'paused');
     assert.equal(done.taskError, null);
+    // Its own host reports for as long as the engine runs, however old its host row's time.
+    assert.equal(done.powerStateStale, false);
+    const own = (await api.hosts()).find((h) => h.name === service.host);
+    assert.equal(own?.reachable, true);
     assert.equal((await other.getState(domain)).state, 'paused');
     const [last] = await api.history(domain.uuid);
     assert.equal(last?.cause, 'action');

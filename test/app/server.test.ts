@@ -98,7 +98,7 @@ describePostgres('hvsync server replicas on one database', (database) => {
       assert.ok(error instanceof ClientError);
       assert.equal(error.status, 503);
       assert.equal(error.apiError, 'unavailable');
-      assert.match(error.message, /no agent reports for host host-a yet/);
+      assert.match(error.message, /no agent has reported for host host-a/);
       return true;
     });
   });
@@ -132,6 +132,8 @@ test('the server checks its options as the all-in-one does', async () => {
     [[], /--db \(or HVSYNC_DB\) is required/],
     [['--token', ''], /--token \(or HVSYNC_TOKEN\) is empty/],
     [['--listen', '0.0.0.0:0'], /refusing to listen on 0\.0\.0\.0:0 without a token/],
+    [['--host-timeout', '0'], /--host-timeout must be a number > 0, got "0"/],
+    [['--host-timeout', 'soon'], /--host-timeout must be a number > 0, got "soon"/],
   ] as const) {
     const db = args.length === 0 ? [] : ['--db', 'postgres://127.0.0.1:1/never-opened'];
     const refused = startServerProcess([...db, ...args]);

@@ -573,6 +573,42 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       await store.close();
     });
 
+    test('hides deleted instances and lists only those with a task in flight when asked', async () => {
+      const store = await fresh();
+      await Promise.all([
+        store.write(create(uuidOf(1))),
+        store.write(create(uuidOf(2), { vmState: 'deleted', powerState: 'nostate' })),
+        store.write(
+          create(uuidOf(3), {
+            taskState: 'rebooting',
+            taskAction: 'hard-reboot',
+            taskStartedAt: 7,
+          }),
+        ),
+      ]);
+      const visible = await store.listInstances({ hideDeleted: true });
+      assert.deepEqual(
+        visible.map((r) => r.uuid),
+        [uuidOf(1), uuidOf(3)],
+      );
+      const busy = await store.listInstances({ taskInFlight: true });
+      assert.deepEqual(
+        busy.map((r) => [r.uuid, r.taskAction, r.taskStartedAt]),
+        [[uuidOf(3), 'hard-reboot', 7]],
+      );
+      const cleared = ok(
+        await store.write(
+          update(uuidOf(3), 1, { taskState: null, taskAction: null, taskStartedAt: null }),
+        ),
+      );
+      assert.equal(cleared.instance.taskAction, null);
+      assert.deepEqual(await store.listInstances({ taskInFlight: true }), []);
+      const { changes } = await store.changesSince(0);
+      assert.equal(changes.at(-1)?.instance.taskAction, null);
+      assert.equal(changes.at(-2)?.instance.taskAction, 'hard-reboot');
+      await store.close();
+    });
+
     test('page size defaults to 100 and is capped at 1000', async () => {
       const store = await fresh();
       const writes: Promise<WriteResult>[] = [];

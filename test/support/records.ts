@@ -8,6 +8,7 @@ export function instanceFields(overrides: Partial<InstanceFields> = {}): Instanc
     host: 'host-a',
     vmState: 'active',
     taskState: null,
+    taskAction: null,
     taskStartedAt: null,
     taskError: null,
     powerState: 'running',

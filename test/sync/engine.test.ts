@@ -185,6 +185,7 @@ describe('engine: events', () => {
               host: 'host-b',
               vmState: 'stopped',
               taskState: null,
+              taskAction: null,
               taskStartedAt: null,
               taskError: null,
               powerState: 'shutoff',

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSqliteStore, type InstanceRecord, type Store } from '../../src/store/index.ts';
+import { taskMark } from '../../src/model/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';
 import { LibvirtDriver } from '../../src/virt/index.ts';
 import { createSelfStoppingGuest } from '../support/guest.ts';
@@ -126,6 +127,39 @@ describeLibvirt('sync engine on the libvirt test driver', () => {
     await virsh(['undefine', name]);
     const deleted = await until(store, name, (r) => r.vmState === 'deleted');
     assert.equal(deleted.taskState, null);
+  });
+  test('a task recorded in the store by someone else is performed after recordChanged', async () => {
+    const { store, engine } = running;
+    const name = uniqueName('hvsync-e2e-task');
+    const xml = join(dir, `${name}.xml`);
+    writeFileSync(
+      xml,
+      `<domain type='test'><name>${name}</name><memory>8192</memory><os><type>hvm</type></os></domain>`,
+    );
+    await virsh(['define', xml]);
+    await virsh(['start', name]);
+    try {
+      const adopted = await until(store, name, (r) => r.powerState === 'running');
+      // As a control-plane replica records a user's action: the task's mark, conditionally.
+      const recorded = await store.write({
+        kind: 'update',
+        uuid: adopted.uuid,
+        expectedVersion: adopted.version,
+        patch: taskMark('pause', Date.now()),
+      });
+      assert.ok(recorded.ok);
+      engine.recordChanged(recorded.instance);
+      const done = await until(store, name, (r) => r.taskState === null);
+      assert.equal(done.taskError, null);
+      assert.equal(done.vmState, 'paused');
+      assert.equal(done.powerState, 'paused');
+      const [last] = await store.history(done.uuid);
+      assert.equal(last?.cause, 'action');
+      assert.equal(last?.detail, 'pause');
+    } finally {
+      await virsh(['destroy', name]).catch(() => undefined);
+      await virsh(['undefine', name]);
+    }
   });
 });
 
