@@ -17,6 +17,8 @@ export interface Access {
 }
 
 export const ADMIN_ONLY: Access = { principals: [] };
+/** A route a host's agent calls for its own host, named by the path's `:host`. */
+export const OWN_HOST_ROUTE: Access = { principals: ['host'], hostParam: 'host' };
 const READERS: Access = { principals: ['reader'] };
 const READERS_AND_OWN_HOST: Access = { principals: ['reader', 'host'], hostQuery: 'host' };
 

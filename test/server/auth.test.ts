@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import { buildServer, listen, mayHostWrite, principalOf } from '../../src/server/index.ts';
+import {
+  OWN_HOST_ROUTE,
+  buildServer,
+  listen,
+  mayHostWrite,
+  principalOf,
+} from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
 import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf } from './harness.ts';
@@ -46,7 +52,7 @@ async function startReplica(
   });
   app.post<{ Params: { host: string }; Body: { writes: InstanceWrite[] } }>(
     '/v1/hosts/:host/test-writes',
-    { config: { access: { principals: ['host'], hostParam: 'host' } } },
+    { config: { access: OWN_HOST_ROUTE } },
     async (request, reply) => {
       const principal = principalOf(request);
       for (const write of request.body.writes) {
