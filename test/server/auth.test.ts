@@ -201,7 +201,18 @@ describe('tokens and what each may do', () => {
       await call(server, '/v1/instances?host=host-a&host=host-b', hostA),
       /may not read the instances of host given twice/,
     );
-    forbidden(await call(server, `/v1/instances/${uuidOf(1)}`, hostA), /may not use GET/);
+    const record = await call(server, `/v1/instances/${uuidOf(1)}`, hostA);
+    assert.equal(record.status, 200, record.text);
+    assert.equal((record.body as { host: string }).host, 'host-a');
+    const elsewhere = await call(server, `/v1/instances/${uuidOf(2)}`, hostA);
+    forbidden(elsewhere, new RegExp(`instance ${uuidOf(2)} is recorded on host 'host-b'`));
+    assert.ok(!elsewhere.text.includes('"name"'), 'nothing of the record is in the answer');
+    const unknown = await call(server, `/v1/instances/${uuidOf(99)}`, hostA);
+    assert.equal(unknown.status, 404);
+    forbidden(
+      await call(server, `/v1/instances/${uuidOf(1)}/history`, hostA),
+      /may not use GET \/v1\/instances\/:uuid\/history/,
+    );
     forbidden(await call(server, '/v1/hosts', hostA), /own host's instances/);
     forbidden(
       await call(server, `/v1/instances/${uuidOf(1)}/actions`, hostA, {
