@@ -89,9 +89,12 @@ export function routeRefusal(principal: Principal, request: FastifyRequest): str
         "it may read only its own host's instances"
       );
     }
+    if (typeof named !== 'string') {
+      return `${who} must give ${access.hostQuery}=${principal.host} once on ${route}`;
+    }
     if (named !== principal.host) {
       return (
-        `${who} may not read the instances of host ${quoted(named)}: ` +
+        `${who} may not read the instances of host '${named.slice(0, 100)}': ` +
         `only its own (${access.hostQuery}=${principal.host})`
       );
     }
@@ -119,10 +122,6 @@ export function answerRefusal(
     `${what} is recorded on host '${String(host)}': the token of host '${principal.host}' ` +
     "may read only its own host's instances"
   );
-}
-
-function quoted(value: unknown): string {
-  return typeof value === 'string' ? `'${value.slice(0, 100)}'` : 'given twice';
 }
 
 const principals = new WeakMap<FastifyRequest, Principal>();
