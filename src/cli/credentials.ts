@@ -45,7 +45,7 @@ export function registerCredentialCommands(program: Command): void {
           const issued = await issue(kind, name, options);
           if (options.json) printJson(issued);
           else process.stdout.write(`${issued.token}\n`);
-          if (!options.json) process.stderr.write(usage(kind, name));
+          if (!options.json) process.stderr.write(usage(kind, name, options));
         }),
       );
 
@@ -145,11 +145,14 @@ async function withStore<T>(db: string, body: (store: CredentialStore) => Promis
   }
 }
 
-function usage(kind: Kind, name: string): string {
+function usage(kind: Kind, name: string, options: CredentialOptions): string {
+  // Through the API, the server the agent reports to is the one just asked.
+  const server = options.db === undefined ? clientFor(options).server : 'URL';
+  const ca = options.ca === undefined ? '' : ` --ca ${options.ca}`;
   return kind === 'host'
     ? `the token of host '${name}' is above, shown this once (only its hash is stored). Save it ` +
         "in a file only the agent's user can read, and start the agent with it:\n" +
-        `  hvsync agent --server URL --token-file FILE --host ${name}\n`
+        `  hvsync agent --server ${server} --token-file FILE --host ${name}${ca}\n`
     : `the token of reader '${name}' is above, shown this once (only its hash is stored). It ` +
         'reads every route and changes nothing: --token-file FILE or HVSYNC_TOKEN_FILE\n';
 }

@@ -19,7 +19,7 @@ import {
   validationError,
 } from './errors.ts';
 import type { ApiErrorCode } from './errors.ts';
-import { admitRequest } from './guard.ts';
+import { admitRequest, screenAnswer } from './guard.ts';
 import { markAuthenticated, markTls } from './listen.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -171,6 +171,9 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     if (!open) await admitRequest(authenticator, request, reply);
   });
   app.addHook('preValidation', async (request) => parseParameters(request));
+  app.addHook('preSerialization', async (request, reply, answer) =>
+    screenAnswer(request, reply, answer),
+  );
   app.addHook('onResponse', async (request, reply) => {
     recordRequest(metrics, request, reply);
     request.log.debug(

@@ -3,7 +3,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from './auth.ts';
 import { apiError } from './errors.ts';
-import { routeRefusal, setPrincipal } from './policy.ts';
+import { answerRefusal, routeRefusal, setPrincipal } from './policy.ts';
 
 /** Resolves the request's principal; answers 401/403/503 itself and returns false when refused. */
 export async function admitRequest(
@@ -31,3 +31,15 @@ export async function admitRequest(
 }
 
 const STATUS = { unauthorized: 401, forbidden: 403, unavailable: 503 } as const;
+
+/** The answer, or a 403 in its place when a host token would read another host's record. */
+export async function screenAnswer(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  answer: unknown,
+): Promise<unknown> {
+  const refusal = answerRefusal(request, reply.statusCode, answer);
+  if (refusal === null) return answer;
+  reply.code(403);
+  return apiError('forbidden', refusal);
+}

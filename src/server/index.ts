@@ -10,7 +10,7 @@ export {
 } from './credentials.ts';
 export type { IssueResult } from './credentials.ts';
 export { mayHostWrite } from './host-writes.ts';
-export { ADMIN_ONLY, ROUTE_ACCESS, principalOf } from './policy.ts';
+export { ADMIN_ONLY, OWN_HOST_ROUTE, ROUTE_ACCESS, principalOf } from './policy.ts';
 export type { Access } from './policy.ts';
 export { tlsOptions } from './tls.ts';
 export type { TlsFiles } from './tls.ts';

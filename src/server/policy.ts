@@ -14,16 +14,24 @@ export interface Access {
   readonly hostParam?: string;
   /** For a host token: the query parameter that must be given and name its own host. */
   readonly hostQuery?: string;
+  /**
+   * For a host token: the field of the route's answer that names the host of what it answers,
+   * which must be its own; checked on the way out (a record is not known before it is read).
+   */
+  readonly hostOfAnswer?: string;
 }
 
 export const ADMIN_ONLY: Access = { principals: [] };
+/** A route a host's agent calls for its own host, named by the path's `:host`. */
+export const OWN_HOST_ROUTE: Access = { principals: ['host'], hostParam: 'host' };
 const READERS: Access = { principals: ['reader'] };
 const READERS_AND_OWN_HOST: Access = { principals: ['reader', 'host'], hostQuery: 'host' };
 
 /** The routes app.ts builds, by `METHOD url`. */
 export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/instances': READERS_AND_OWN_HOST,
-  'GET /v1/instances/:uuid': READERS,
+  // An agent re-reads a record of its own host (a rebase after a conflict), never another's.
+  'GET /v1/instances/:uuid': { principals: ['reader', 'host'], hostOfAnswer: 'host' },
   'GET /v1/instances/:uuid/history': READERS,
   'GET /v1/watch': READERS_AND_OWN_HOST,
   'GET /v1/hosts': READERS,
@@ -81,9 +89,12 @@ export function routeRefusal(principal: Principal, request: FastifyRequest): str
         "it may read only its own host's instances"
       );
     }
+    if (typeof named !== 'string') {
+      return `${who} must give ${access.hostQuery}=${principal.host} once on ${route}`;
+    }
     if (named !== principal.host) {
       return (
-        `${who} may not read the instances of host ${quoted(named)}: ` +
+        `${who} may not read the instances of host '${named.slice(0, 100)}': ` +
         `only its own (${access.hostQuery}=${principal.host})`
       );
     }
@@ -91,8 +102,26 @@ export function routeRefusal(principal: Principal, request: FastifyRequest): str
   return null;
 }
 
-function quoted(value: unknown): string {
-  return typeof value === 'string' ? `'${value.slice(0, 100)}'` : 'given twice';
+/**
+ * Why the answer about to be sent may not go to the request's host token (it is about another
+ * host), or null. Only successful answers of routes that declare `hostOfAnswer` are looked at.
+ */
+export function answerRefusal(
+  request: FastifyRequest,
+  status: number,
+  answer: unknown,
+): string | null {
+  const principal = principals.get(request);
+  if (principal?.kind !== 'host' || status < 200 || status > 299) return null;
+  const field = accessOf(request).hostOfAnswer;
+  if (field === undefined || answer === null || typeof answer !== 'object') return null;
+  const host = (answer as Record<string, unknown>)[field];
+  if (host === principal.host) return null;
+  const what = 'uuid' in answer ? `instance ${String((answer as { uuid: unknown }).uuid)}` : 'it';
+  return (
+    `${what} is recorded on host '${String(host)}': the token of host '${principal.host}' ` +
+    "may read only its own host's instances"
+  );
 }
 
 const principals = new WeakMap<FastifyRequest, Principal>();

@@ -34,7 +34,10 @@ describe('hvsync hosts add / revoke through the admin API', () => {
     assert.match(token, /^hvs_[A-Za-z0-9_-]{43}$/);
     assert.equal(run.stdout, `${token}\n`);
     assert.match(run.stderr, /shown this once/);
-    assert.match(run.stderr, /hvsync agent --server URL --token-file FILE --host host-a/);
+    assert.ok(
+      run.stderr.includes(`hvsync agent --server ${h.url} --token-file FILE --host host-a\n`),
+      run.stderr,
+    );
     // Only its hash is stored.
     assert.equal((await h.store.findCredential(tokenHash(token)))?.name, 'host-a');
     const rows = await h.store.listCredentials();

@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import { buildServer, listen, mayHostWrite, principalOf } from '../../src/server/index.ts';
+import {
+  OWN_HOST_ROUTE,
+  buildServer,
+  listen,
+  mayHostWrite,
+  principalOf,
+} from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
 import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
 import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf } from './harness.ts';
@@ -46,7 +52,7 @@ async function startReplica(
   });
   app.post<{ Params: { host: string }; Body: { writes: InstanceWrite[] } }>(
     '/v1/hosts/:host/test-writes',
-    { config: { access: { principals: ['host'], hostParam: 'host' } } },
+    { config: { access: OWN_HOST_ROUTE } },
     async (request, reply) => {
       const principal = principalOf(request);
       for (const write of request.body.writes) {
@@ -193,9 +199,20 @@ describe('tokens and what each may do', () => {
     );
     forbidden(
       await call(server, '/v1/instances?host=host-a&host=host-b', hostA),
-      /may not read the instances of host given twice/,
+      /must give host=host-a once on GET \/v1\/instances/,
     );
-    forbidden(await call(server, `/v1/instances/${uuidOf(1)}`, hostA), /may not use GET/);
+    const record = await call(server, `/v1/instances/${uuidOf(1)}`, hostA);
+    assert.equal(record.status, 200, record.text);
+    assert.equal((record.body as { host: string }).host, 'host-a');
+    const elsewhere = await call(server, `/v1/instances/${uuidOf(2)}`, hostA);
+    forbidden(elsewhere, new RegExp(`instance ${uuidOf(2)} is recorded on host 'host-b'`));
+    assert.ok(!elsewhere.text.includes('"name"'), 'nothing of the record is in the answer');
+    const unknown = await call(server, `/v1/instances/${uuidOf(99)}`, hostA);
+    assert.equal(unknown.status, 404);
+    forbidden(
+      await call(server, `/v1/instances/${uuidOf(1)}/history`, hostA),
+      /may not use GET \/v1\/instances\/:uuid\/history/,
+    );
     forbidden(await call(server, '/v1/hosts', hostA), /own host's instances/);
     forbidden(
       await call(server, `/v1/instances/${uuidOf(1)}/actions`, hostA, {
