@@ -136,6 +136,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
       store,
       actions,
       readiness,
+      agents: store,
       registry,
       token: config.token,
       maxWatchers: config.maxWatchers,

@@ -3,6 +3,7 @@
 // client) is imported inside the actions that need it.
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { registerAgent } from './agent.ts';
 import { registerAllInOne } from './all-in-one.ts';
 import { registerClientCommands } from './commands.ts';
 import { registerServer } from './server.ts';
@@ -29,6 +30,7 @@ program
 
 registerAllInOne(program);
 registerServer(program);
+registerAgent(program);
 
 registerClientCommands(program);
 

@@ -36,7 +36,8 @@ import {
   watchSchema,
 } from './schemas.ts';
 import { ActionRejected, ServerError } from './types.ts';
-import type { ActionPort, ApiError, ReadinessPort } from './types.ts';
+import type { ActionPort, AgentPort, ApiError, ReadinessPort } from './types.ts';
+import { agentRoutes } from './agent-routes.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
@@ -44,6 +45,8 @@ export interface ServerOptions {
   readonly store: ReadStore;
   readonly actions: ActionPort;
   readonly readiness: ReadinessPort;
+  /** Serves the routes hosts' agents write through; absent: no agent may report here. */
+  readonly agents?: AgentPort;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
   readonly registry: Registry;
   /** Turns on bearer authentication for every route but /healthz. */
@@ -333,7 +336,7 @@ async function routes(
     return reply.code(state.ready ? 200 : 503).send(state);
   });
 
-  app.get<{ Querystring: { since?: number } }>(
+  app.get<{ Querystring: { since?: number; host?: string } }>(
     '/v1/watch',
     { schema: watchSchema },
     async (request, reply) => {
@@ -347,7 +350,7 @@ async function routes(
             `retry in ${WATCH_RETRY_AFTER_S} s`,
         );
       }
-      const opening = await watches.open(since);
+      const opening = await watches.open(since, request.query.host ?? null);
       if (!opening.ok) return reply.code(opening.status).send(opening.body);
       const { stream } = opening;
       stream.dropConnection = () => request.raw.socket.destroy();
@@ -368,6 +371,8 @@ async function routes(
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  if (options.agents !== undefined) agentRoutes(app, { store: options.agents, now });
 }
 
 function lastEventId(request: FastifyRequest): number | null {

@@ -8,12 +8,24 @@ import type {
   TransitionCause,
   VmState,
 } from '../model/index.ts';
-import type { InstanceRecord } from '../store/index.ts';
+import type {
+  EngineStore,
+  InstanceFields,
+  InstanceRecord,
+  NewTransition,
+  WriteResult,
+} from '../store/index.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */
   submit(uuid: string, action: ActionName): Promise<InstanceRecord>;
 }
+
+/** What the agent routes need of the store: an engine's writes, on behalf of a remote engine. */
+export type AgentPort = Pick<
+  EngineStore,
+  'getInstance' | 'write' | 'upsertHost' | 'recordConnectionError'
+>;
 
 export interface Readiness {
   readonly ready: boolean;
@@ -61,10 +73,13 @@ export interface ApiInstance {
   readonly host: string;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;
+  /** When the task in flight began; null with no task. */
+  readonly taskStartedAt: string | null;
   readonly taskError: string | null;
   readonly powerState: RecordedPowerState;
   readonly powerReason: string;
   readonly policy: Policy | null;
+  readonly createdAt: string;
   readonly updatedAt: string;
   readonly version: number;
 }
@@ -107,6 +122,8 @@ export interface ApiHost {
   readonly lastReconcileAt: string | null;
   /** Why the hypervisor connection is down (the last reconnect's failure); null while connected. */
   readonly connectionError: string | null;
+  /** Observations the host's agent holds that the control plane has not acknowledged yet. */
+  readonly backlog: number;
 }
 
 /** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */
@@ -131,4 +148,40 @@ export interface ApiWatchError {
   /** The last revision this stream delivered (or started from); resume with since=lastRevision. */
   readonly lastRevision: number;
   readonly oldestRevision?: number;
+}
+
+// The agent routes' wire shapes: whole store records and writes, times in epoch milliseconds.
+
+/** One write of `POST /v1/hosts/{host}/writes`; `seq` is its journal entry's place. */
+export interface ApiAgentWrite {
+  readonly kind: 'create' | 'update';
+  readonly uuid: string;
+  readonly expectedVersion?: number;
+  readonly fields?: InstanceFields;
+  readonly patch?: Partial<InstanceFields>;
+  readonly transition?: NewTransition;
+  readonly seq?: number;
+}
+
+export interface ApiAgentWrites {
+  /** The agent's journal id: with a seq on each write, an entry is applied at most once. */
+  readonly journal?: string;
+  readonly writes: readonly ApiAgentWrite[];
+}
+
+/** Each write's result, as the store gave it. */
+export type ApiAgentWriteResult = WriteResult;
+
+export interface ApiAgentWritesAnswer {
+  readonly results: readonly ApiAgentWriteResult[];
+}
+
+/** The body of `PUT /v1/hosts/{host}/status`; the server adds lastSeenAt from its own clock. */
+export interface ApiAgentStatus {
+  readonly driver: string;
+  readonly connected: boolean;
+  readonly lastReconcileAt: number | null;
+  readonly backlog: number;
+  /** Why the hypervisor connection is down; null clears it; absent leaves it as it was. */
+  readonly connectionError?: string | null;
 }

@@ -1,5 +1,4 @@
-// Store records to API v1 objects: the one place where epoch milliseconds become ISO strings and
-// store-internal fields (createdAt, taskStartedAt) are left out.
+// Store records to API v1 objects: the one place where epoch milliseconds become ISO strings.
 import type { ActionName } from '../model/index.ts';
 import type { ChangeRecord, HostRecord, InstanceRecord, TransitionRecord } from '../store/index.ts';
 import type { ApiHost, ApiInstance, ApiTask, ApiTransition, ApiWatchEvent } from './types.ts';
@@ -15,10 +14,12 @@ export function apiInstance(record: InstanceRecord): ApiInstance {
     host: record.host,
     vmState: record.vmState,
     taskState: record.taskState,
+    taskStartedAt: record.taskStartedAt === null ? null : isoTime(record.taskStartedAt),
     taskError: record.taskError,
     powerState: record.powerState,
     powerReason: record.powerReason,
     policy: record.policy,
+    createdAt: isoTime(record.createdAt),
     updatedAt: isoTime(record.updatedAt),
     version: record.version,
   };
@@ -46,6 +47,7 @@ export function apiHost(host: HostRecord): ApiHost {
     lastSeenAt: isoTime(host.lastSeenAt),
     lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
     connectionError: host.connectionError,
+    backlog: host.backlog,
   };
 }
 

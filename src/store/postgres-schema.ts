@@ -78,6 +78,21 @@ export const PG_MIGRATIONS: readonly Migration[] = [
     name: 'host connection error',
     sql: `ALTER TABLE hosts ADD COLUMN connection_error text;`,
   },
+  {
+    version: 4,
+    name: 'agent journals and backlog',
+    sql: `
+      -- The highest entry of each agent's outage journal already processed, written in the same
+      -- transaction as the entry's write: a replayed entry is answered duplicate, not applied.
+      CREATE TABLE journal_applied (
+        journal_id text   PRIMARY KEY,
+        host       text   NOT NULL,
+        last_seq   bigint NOT NULL,
+        updated_at bigint NOT NULL
+      );
+      ALTER TABLE hosts ADD COLUMN backlog integer NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** Any fixed key shared by every hvsync process: the advisory lock migrations run under. */

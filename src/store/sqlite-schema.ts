@@ -75,6 +75,21 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'host connection error',
     sql: `ALTER TABLE hosts ADD COLUMN connection_error TEXT;`,
   },
+  {
+    version: 4,
+    name: 'agent journals and backlog',
+    sql: `
+      -- The highest entry of each agent's outage journal already processed, written in the same
+      -- transaction as the entry's write: a replayed entry is answered duplicate, not applied.
+      CREATE TABLE journal_applied (
+        journal_id TEXT    PRIMARY KEY,
+        host       TEXT    NOT NULL,
+        last_seq   INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      ALTER TABLE hosts ADD COLUMN backlog INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -23,12 +23,14 @@ import type { Harness } from './harness.ts';
 import type { ActionName, VmState } from '../../src/model/index.ts';
 
 const INSTANCE_KEYS = [
+  'createdAt',
   'host',
   'name',
   'policy',
   'powerReason',
   'powerState',
   'taskError',
+  'taskStartedAt',
   'taskState',
   'updatedAt',
   'uuid',
@@ -431,6 +433,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           lastSeenAt: '2024-05-01T10:00:00.000Z',
           lastReconcileAt: null,
           connectionError: null,
+          backlog: 0,
         },
         {
           name: 'host-b',
@@ -439,6 +442,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           lastSeenAt: '2024-05-01T11:00:00.000Z',
           lastReconcileAt: '2024-05-01T11:00:05.000Z',
           connectionError: null,
+          backlog: 0,
         },
       ],
     });

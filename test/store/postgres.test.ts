@@ -16,6 +16,8 @@ import {
 } from '../../src/store/index.ts';
 import type { ChangeRecord } from '../../src/store/index.ts';
 import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
+
+const PG_SCHEMA_VERSION = Math.max(...PG_MIGRATIONS.map((m) => m.version));
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
 
@@ -77,7 +79,7 @@ describePostgres('PostgresStore', (database) => {
     await inspect(
       schema,
       (sql) => sql`INSERT INTO schema_migrations (version, name, applied_at)
-                   VALUES (${PG_MIGRATIONS.length + 1}::integer, 'from the future', 0)`,
+                   VALUES (${PG_SCHEMA_VERSION + 1}::integer, 'from the future', 0)`,
     );
     await assert.rejects(openPostgresStore(database.url, { schema }), (error: unknown) => {
       assert.ok(error instanceof StoreError);
@@ -105,6 +107,7 @@ describePostgres('PostgresStore', (database) => {
           lastSeenAt: 5,
           lastReconcileAt: null,
           connectionError: null,
+          backlog: 0,
         },
       ]);
       await store.recordConnectionError('h', 'connect ENOENT');
@@ -119,7 +122,7 @@ describePostgres('PostgresStore', (database) => {
     const broken = [
       ...PG_MIGRATIONS,
       {
-        version: PG_MIGRATIONS.length + 1,
+        version: PG_SCHEMA_VERSION + 1,
         name: 'broken',
         sql: 'CREATE TABLE half_done (x integer); INSERT INTO no_such_table VALUES (1);',
       },
