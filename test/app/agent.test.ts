@@ -228,3 +228,74 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     assert.equal(history[0]!.observedAt, new Date(1_700_000_000_000).toISOString());
   });
 });
+
+describePostgres('hvsync agent with a small journal', (database) => {
+  test('at its bound the journal keeps the newest observation of each instance, and says so', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const captured = pino(
+      { level: 'info' },
+      { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) },
+    );
+    let plane = await startControlPlane({ db: database.url, listen: '127.0.0.1:0', logger });
+    const port = Number(new URL(plane.url).port);
+    const client = new HvsyncClient({ server: plane.url });
+    const agent = await startAgent({
+      hypervisor: { kind: 'sim', instances: 2, ratePerSecond: 0 },
+      server: plane.url,
+      host: 'sim-small',
+      journal: join(dir, 'sim-small.journal'),
+      journalLimit: 6,
+      policy: 'observe',
+      reconcileIntervalMs: 0,
+      statusIntervalMs: 200,
+      retryMaxMs: 300,
+      requestTimeoutMs: 2_000,
+      metricsListen: '127.0.0.1:0',
+      logger: captured,
+    });
+    try {
+      const sim = agent.sim!;
+      const [x] = await until('2 instances', async () => {
+        const page = await client.listInstances({ host: 'sim-small' });
+        return page.instances.length === 2 ? page.instances.map((i) => i.uuid) : null;
+      });
+      await agent.store.whenDrained();
+      await plane.stop();
+      for (let i = 0; i < 6; i++) {
+        sim.pause(x!);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        sim.resume(x!);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      sim.destroy(x!);
+      await until('the last observation journaled', async () => {
+        const latest = agent.store.cache.get(x!);
+        return latest?.powerState === 'shutoff';
+      });
+      assert.ok(agent.store.stats.backlog <= 6);
+      assert.ok(agent.store.stats.compacted > 0);
+      const metrics = await (await fetch(agent.metricsUrl!)).text();
+      assert.match(metrics, /^hvsync_agent_journal_limit 6$/m);
+      assert.match(metrics, /^hvsync_agent_journal_entries [1-6]$/m);
+      assert.match(metrics, /^hvsync_agent_journal_compacted_total [1-9]\d*$/m);
+      const warnings = lines.filter((l) => l.level === 40).map((l) => l.msg);
+      assert.equal(warnings.filter((m) => /holds \d+ of at most 6/.test(m)).length, 1);
+      assert.ok(warnings.some((m) => /at its bound: dropping the oldest observations/.test(m)));
+
+      plane = await startControlPlane({ db: database.url, listen: `127.0.0.1:${port}`, logger });
+      await until('the backlog to drain', async () => agent.store.stats.backlog === 0);
+      const record = await until('the newest state recorded', async () => {
+        const found = await client.getInstance(x!);
+        return found.powerState === 'shutoff' ? found : null;
+      });
+      assert.equal(record.powerReason, 'destroyed');
+      const history = (await client.history(x!, 100)).reverse();
+      for (let i = 1; i < history.length; i++) {
+        assert.equal(history[i]!.from, history[i - 1]!.to, JSON.stringify(history));
+      }
+    } finally {
+      await agent.stop();
+      await plane.stop();
+    }
+  });
+});
