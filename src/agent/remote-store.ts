@@ -375,13 +375,18 @@ export class RemoteStore implements EngineStore {
       this.wakeSender?.();
       return;
     }
+    let failed = false;
     this.sending = this.sendLoop()
-      .catch((error: unknown) => {
-        this.log.error({ err: error }, 'sending the journal failed');
+      .catch(async (error: unknown) => {
+        failed = true;
+        this.log.error({ err: error }, 'sending the journal failed; trying again');
+        await this.pause(this.retryMaxMs);
       })
       .finally(() => {
         this.sending = null;
-        if (this.journal.size > 0 && !this.closing) this.kick();
+        if (this.journal.size > 0 && !this.closing && !(failed && this.stopped.signal.aborted)) {
+          this.kick();
+        }
       });
   }
 
@@ -389,7 +394,16 @@ export class RemoteStore implements EngineStore {
     let wait = this.retryMinMs;
     while (this.journal.size > 0 && !this.stopped.signal.aborted) {
       const batch = await this.nextBatch();
-      if (batch.length === 0) continue;
+      if (batch.length === 0) {
+        // Every entry at the head was dropped (go on), or the record to rebase onto cannot be
+        // read now (wait).
+        if (!this.reachable) {
+          if (this.closing) return;
+          await this.pause(wait);
+          wait = Math.min(wait * 2, this.retryMaxMs);
+        }
+        continue;
+      }
       const sent = this.journal.assignSeqs(batch);
       this.inFlight = new Set(sent.map((e) => e.uuid));
       let results: readonly WriteResult[];
@@ -454,8 +468,9 @@ export class RemoteStore implements EngineStore {
       try {
         current = await this.serverRecord(entry.uuid);
       } catch (error) {
-        if (isOutage(error)) break;
-        throw error;
+        if (!isOutage(error)) throw error;
+        this.unreachable(error);
+        break;
       }
       const write = rebaseObservation(entry.write, current, this.host);
       this.journal.settle([], [{ entry, write }]);
@@ -592,6 +607,7 @@ export class RemoteStore implements EngineStore {
   }
 
   private async pause(ms: number): Promise<void> {
+    if (this.stopped.signal.aborted) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
       const stop = this.stopped.signal;

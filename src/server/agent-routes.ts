@@ -1,7 +1,7 @@
 // The routes a hypervisor host's agent reports through (it holds no database credentials): its
 // conditional writes, batched, and its status. A request's writes reach the store in one event-
 // loop turn, so the store commits them in one transaction; each gets its own result.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type {
   InstanceFields,
   InstanceRecord,
@@ -12,19 +12,23 @@ import { RequestRefused } from './errors.ts';
 import { statusSchema, writesSchema, WRITES_BODY_LIMIT } from './agent-schemas.ts';
 import type { AgentPort, ApiAgentStatus, ApiAgentWrite, ApiAgentWriteResult } from './types.ts';
 
+/**
+ * Why the caller of `request` may not make `write` (for `host`) over `current`, or null when it
+ * may: the per-write authorisation, where a host's token is held to its own host's instances
+ * (e.g. a host principal checked with mayHostWrite(principal.host, write, current)).
+ */
+export type AgentWriteRefusal = (
+  request: FastifyRequest,
+  host: string,
+  write: InstanceWrite,
+  current: InstanceRecord | null,
+) => string | null;
+
 export interface AgentRoutesOptions {
   readonly store: AgentPort;
   readonly now: () => number;
-  /**
-   * Why host `host` may not make `write` over `current`, or null when it may. Absent: any caller
-   * the authentication let through may write anything (the single admin token). With per-host
-   * credentials this is where each write is checked against the record it would change.
-   */
-  readonly mayHostWrite?: (
-    host: string,
-    write: InstanceWrite,
-    current: InstanceRecord | null,
-  ) => string | null;
+  /** See ServerOptions.agentWriteRefusal. */
+  readonly writeRefusal?: AgentWriteRefusal;
 }
 
 export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): void {
@@ -37,7 +41,7 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
       const { host } = request.params;
       const { journal } = request.body;
       const writes = request.body.writes.map((w, i) => storeWrite(w, i, host, journal));
-      const refusal = await checkWrites(options, host, writes);
+      const refusal = await checkWrites(options, request, host, writes);
       if (refusal !== null) return reply.code(403).send({ error: 'forbidden', message: refusal });
       // Handed over together, in order: the store commits them in one transaction.
       const results = await Promise.all(writes.map((write) => store.write(write)));
@@ -71,13 +75,14 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
 /** The per-write authorisation: every write of the request is checked before any is applied. */
 async function checkWrites(
   options: AgentRoutesOptions,
+  request: FastifyRequest,
   host: string,
   writes: readonly InstanceWrite[],
 ): Promise<string | null> {
-  const may = options.mayHostWrite;
-  if (may === undefined) return null;
+  const refuse = options.writeRefusal;
+  if (refuse === undefined) return null;
   for (const write of writes) {
-    const refusal = may(host, write, await options.store.getInstance(write.uuid));
+    const refusal = refuse(request, host, write, await options.store.getInstance(write.uuid));
     if (refusal !== null) return refusal;
   }
   return null;

@@ -38,6 +38,7 @@ import {
 import { ActionRejected, ServerError } from './types.ts';
 import type { ActionPort, AgentPort, ApiError, ReadinessPort } from './types.ts';
 import { agentRoutes } from './agent-routes.ts';
+import type { AgentWriteRefusal } from './agent-routes.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
@@ -47,6 +48,11 @@ export interface ServerOptions {
   readonly readiness: ReadinessPort;
   /** Serves the routes hosts' agents write through; absent: no agent may report here. */
   readonly agents?: AgentPort;
+  /**
+   * Checks each agent write before any of a request's is applied; a refusal answers the request
+   * 403 `forbidden`. Absent: whoever authenticates may write (the single admin token).
+   */
+  readonly agentWriteRefusal?: AgentWriteRefusal;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
   readonly registry: Registry;
   /** Turns on bearer authentication for every route but /healthz. */
@@ -372,7 +378,9 @@ async function routes(
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  if (options.agents !== undefined) agentRoutes(app, { store: options.agents, now });
+  if (options.agents !== undefined) {
+    agentRoutes(app, { store: options.agents, now, writeRefusal: options.agentWriteRefusal });
+  }
 }
 
 function lastEventId(request: FastifyRequest): number | null {
