@@ -12,7 +12,8 @@ import { startAgent, startControlPlane } from '../../src/app/index.ts';
 import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/client/index.ts';
 import type { ApiInstance } from '../../src/server/index.ts';
-import { describeLibvirt, uniqueName, virsh } from '../support/libvirt.ts';
+import { describeLibvirt, holdDriverConnection, uniqueName, virsh } from '../support/libvirt.ts';
+import type { HeldConnection } from '../support/libvirt.ts';
 import { describePostgres } from '../support/postgres.ts';
 import { startHvsyncProcess, type ServerProcess } from '../support/server-process.ts';
 
@@ -71,8 +72,12 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
   describePostgres('with a control plane on PostgreSQL', (database) => {
     let plane: RunningControlPlane;
     let client: HvsyncClient;
+    let held: HeldConnection;
 
     before(async () => {
+      // The test driver forgets its domains when its last connection closes: between virsh
+      // calls, and while no agent runs, this one keeps them.
+      held = await holdDriverConnection();
       plane = await startControlPlane({ db: database.url, listen: '127.0.0.1:0', logger });
       client = new HvsyncClient({ server: plane.url });
     });
@@ -82,6 +87,7 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
         await virsh(['destroy', name]).catch(() => {});
         await virsh(['undefine', name]).catch(() => {});
       }
+      held?.release();
     });
 
     test('a domain changed with virsh is recorded in the control plane with cause event', async () => {

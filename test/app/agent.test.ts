@@ -13,6 +13,7 @@ import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/client/index.ts';
 import type { ApiTransition } from '../../src/server/index.ts';
 import { describePostgres } from '../support/postgres.ts';
+import { startHvsyncProcess } from '../support/server-process.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-agent-test-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -38,6 +39,20 @@ async function until<T>(
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+test('hvsync agent refuses bad options with one line and exit code 1, before connecting', async () => {
+  for (const [args, message] of [
+    [['--sim', '--server', '127.0.0.1:8080'], /needs a scheme, e\.g\. http:\/\/127\.0\.0\.1:8080/],
+    [['--sim', '--journal', ' '], /--journal \(or HVSYNC_JOURNAL\) is empty/],
+    [['--sim', '--journal-limit', '0'], /--journal-limit must be a positive integer/],
+    [['--sim', '--hypervisor', 'test:///default'], /either --hypervisor or --sim/],
+  ] as const) {
+    const agent = startHvsyncProcess('agent', args, /never/);
+    assert.equal(await agent.exit(), 1, agent.output());
+    assert.match(agent.output(), message);
+    assert.equal(agent.output().trim().split('\n').length, 1, agent.output());
+  }
+});
 
 describePostgres('hvsync agent on a simulated host', (database) => {
   let plane: RunningControlPlane;
