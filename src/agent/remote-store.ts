@@ -266,7 +266,8 @@ export class RemoteStore implements EngineStore {
     if (!this.reachable) this.stopped.abort();
     this.wakeSender?.();
     await this.sending;
-    this.reportStatus();
+    // A last report with the backlog left, unless nobody answers.
+    if (this.reachable) this.reportStatus();
     await this.reporting;
     this.stopped.abort();
     await this.watching;
