@@ -15,7 +15,14 @@ import {
 
 export type HypervisorChoice =
   | { readonly kind: 'libvirt'; readonly uri: string }
-  | { readonly kind: 'sim'; readonly instances: number; readonly ratePerSecond: number }
+  | {
+      readonly kind: 'sim';
+      readonly instances: number;
+      readonly ratePerSecond: number;
+      /** Its host name and uuid seed: simulated hosts side by side need their own. */
+      readonly hostname?: string;
+      readonly seed?: number;
+    }
   /**
    * A bare start with nothing configured: the local libvirt when it answers, else a simulated
    * host recorded in `simulatedDb` (kept apart from the database a real host would use).
@@ -92,7 +99,11 @@ async function chooseDriver(
   });
   if (choice.kind === 'libvirt') return libvirt(choice.uri);
   if (choice.kind === 'demo' && (await libvirtAnswers(DEFAULT_URI))) return libvirt(DEFAULT_URI);
-  const sim = new SimHypervisor({ hostname: 'sim-host', instances: choice.instances });
+  const sim = new SimHypervisor({
+    hostname: (choice.kind === 'sim' ? choice.hostname : undefined) ?? 'sim-host',
+    instances: choice.instances,
+    seed: choice.kind === 'sim' ? choice.seed : undefined,
+  });
   const description = `a simulated host of ${choice.instances} instances (${choice.ratePerSecond} changes/s)`;
   if (choice.kind === 'demo') {
     logger.warn(

@@ -6,3 +6,5 @@ export type { HypervisorChoice } from './hypervisor.ts';
 export { registerProcessMetrics } from './process-metrics.ts';
 export { startControlPlane } from './server.ts';
 export type { ControlPlaneConfig, RunningControlPlane } from './server.ts';
+export { defaultJournalPath, startAgent } from './agent.ts';
+export type { AgentConfig, RunningAgent } from './agent.ts';

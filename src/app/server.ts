@@ -150,6 +150,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
       actions,
       readiness,
       hosts,
+      agents: store,
       registry,
       token: config.token,
       credentials: store,

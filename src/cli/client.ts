@@ -2,6 +2,7 @@
 import { ApiClient } from '../client/index.ts';
 import type { ClientOptions as SharedOptions } from '../client/index.ts';
 import { nodeHttpTransport } from './http-transport.ts';
+import type { NodeHttpOptions } from './http-transport.ts';
 
 export { ClientError, DEFAULT_SERVER } from '../client/index.ts';
 export type {
@@ -11,13 +12,10 @@ export type {
   WatchSubscription,
 } from '../client/index.ts';
 
-export interface ClientOptions extends Omit<SharedOptions, 'transport'> {
-  /** PEM certificate(s) to trust for an https server, instead of the system's CAs. */
-  readonly ca?: string | Buffer;
-}
+export interface ClientOptions extends Omit<SharedOptions, 'transport'>, NodeHttpOptions {}
 
 export class HvsyncClient extends ApiClient {
-  constructor({ ca, ...options }: ClientOptions) {
-    super({ ...options, transport: nodeHttpTransport({ ca }) });
+  constructor({ ca, keepAlive, ...options }: ClientOptions) {
+    super({ ...options, transport: nodeHttpTransport({ ca, keepAlive }) });
   }
 }

@@ -7,16 +7,23 @@ import type { Transport, TransportRequest, TransportResponse } from '../client/i
 export interface NodeHttpOptions {
   /** PEM certificate(s) to trust for an https server, instead of the system's CAs. */
   readonly ca?: string | Buffer;
+  /** Keep connections open between requests: for a long-running caller (an agent). */
+  readonly keepAlive?: boolean;
 }
 
 export function nodeHttpTransport(options: NodeHttpOptions = {}): Transport {
-  const tls = options.ca === undefined ? {} : { ca: options.ca };
-  return { send: (request) => send(request, tls) };
+  const extra = {
+    ...(options.ca === undefined ? {} : { ca: options.ca }),
+    // undefined: Node's global agent, which keeps connections alive (idle ones unref'd). None for
+    // a command: it makes a request or three, and no idle socket may keep it alive.
+    agent: options.keepAlive === true ? undefined : false,
+  } as const;
+  return { send: (request) => send(request, extra) };
 }
 
 async function send(
   request: TransportRequest,
-  tls: { ca?: string | Buffer },
+  extra: { ca?: string | Buffer; agent: false | undefined },
 ): Promise<TransportResponse> {
   const url = new URL(request.url);
   const headers: Record<string, string> = { ...request.headers };
@@ -27,10 +34,9 @@ async function send(
   // TLS loads only for an https server.
   const open = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
-    // No agent: a command makes a request or three, and no idle socket may keep it alive.
     const outgoing = open(
       url,
-      { method: request.method, headers, signal: request.signal, agent: false, ...tls },
+      { method: request.method, headers, signal: request.signal, ...extra },
       resolve,
     );
     outgoing.once('error', reject);

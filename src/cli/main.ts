@@ -3,6 +3,7 @@
 // client) is imported inside the actions that need it.
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { registerAgent } from './agent.ts';
 import { registerAllInOne } from './all-in-one.ts';
 import { registerClientCommands } from './commands.ts';
 import { registerCredentialCommands } from './credentials.ts';
@@ -30,6 +31,7 @@ program
 
 registerAllInOne(program);
 registerServer(program);
+registerAgent(program);
 
 registerClientCommands(program);
 registerCredentialCommands(program);

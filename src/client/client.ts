@@ -3,6 +3,9 @@
 import type { ActionName } from '../model/index.ts';
 import type {
   ApiActionAccepted,
+  ApiAgentStatus,
+  ApiAgentWrites,
+  ApiAgentWritesAnswer,
   ApiCredential,
   ApiHost,
   ApiInstance,
@@ -27,6 +30,8 @@ export interface ClientOptions {
   readonly server: string;
   readonly token?: string;
   readonly transport: Transport;
+  /** Longest wait for a request's answer, ms (not for watch streams). Default: none. */
+  readonly timeoutMs?: number;
 }
 
 export type WatchMessage =
@@ -44,11 +49,24 @@ export class ApiClient {
   readonly server: string;
   private readonly token: string | undefined;
   private readonly transport: Transport;
+  private readonly timeoutMs: number | undefined;
 
   constructor(options: ClientOptions) {
     this.server = checkServer(options.server);
     this.token = options.token === '' ? undefined : options.token;
     this.transport = options.transport;
+    this.timeoutMs = options.timeoutMs;
+  }
+
+  /** A host agent's writes, in one request; each gets its own result. */
+  async agentWrites(host: string, body: ApiAgentWrites): Promise<ApiAgentWritesAnswer> {
+    return this.json(routes.agentWrites(host), body);
+  }
+
+  /** A host agent's status report. */
+  async reportStatus(host: string, status: ApiAgentStatus): Promise<void> {
+    const response = await this.send(routes.reportStatus(host), status, this.timeoutSignal());
+    await this.read(response);
   }
 
   async listInstances(query: InstanceQuery = {}): Promise<ApiInstancesPage> {
@@ -98,14 +116,16 @@ export class ApiClient {
    * Opens the watch stream; resolves once the server is subscribed, so every change committed
    * after that is in the stream. `since` omitted: changes from now on.
    */
-  async watch(options: { since?: number; signal?: AbortSignal } = {}): Promise<WatchSubscription> {
+  async watch(
+    options: { since?: number; host?: string; signal?: AbortSignal } = {},
+  ): Promise<WatchSubscription> {
     const controller = new AbortController();
     const abort = () => controller.abort();
     options.signal?.addEventListener('abort', abort, { once: true });
     let response: TransportResponse;
     try {
       response = await this.send(
-        routes.watch(options.since),
+        routes.watch(options.since, options.host),
         undefined,
         controller.signal,
         'text/event-stream',
@@ -181,9 +201,13 @@ export class ApiClient {
     };
   }
 
+  private timeoutSignal(): AbortSignal | undefined {
+    return this.timeoutMs === undefined ? undefined : AbortSignal.timeout(this.timeoutMs);
+  }
+
   private async json<T>(route: Route<T>, body?: unknown): Promise<T> {
     const what = `${route.method} ${route.path}`;
-    const text = await this.read(await this.send(route, body));
+    const text = await this.read(await this.send(route, body, this.timeoutSignal()));
     try {
       return JSON.parse(text) as T;
     } catch {

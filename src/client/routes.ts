@@ -2,6 +2,7 @@
 import type { ActionName, RecordedPowerState, VmState } from '../model/index.ts';
 import type {
   ApiActionAccepted,
+  ApiAgentWritesAnswer,
   ApiCredential,
   ApiHost,
   ApiInstance,
@@ -28,7 +29,7 @@ export interface ActionBody {
 
 /** A route: its method, its path (with query) and the type of its JSON answer. */
 export interface Route<T> {
-  readonly method: 'GET' | 'POST' | 'DELETE';
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   readonly path: string;
   /** Phantom: the answer's type, for the compiler only. */
   readonly answer?: T;
@@ -81,10 +82,20 @@ export const routes = {
     method: 'GET',
     path: '/v1/credentials',
   }),
-  /** Server-Sent Events; not JSON. */
-  watch: (since?: number): Route<never> => ({
+  /** Server-Sent Events; not JSON. `host`: only that host's instances. */
+  watch: (since?: number, host?: string): Route<never> => ({
     method: 'GET',
-    path: withQuery('/v1/watch', { since }),
+    path: withQuery('/v1/watch', { since, host }),
+  }),
+  /** A host agent's writes, one transaction; body: ApiAgentWrites. */
+  agentWrites: (host: string): Route<ApiAgentWritesAnswer> => ({
+    method: 'POST',
+    path: `/v1/hosts/${encodeURIComponent(host)}/writes`,
+  }),
+  /** A host agent's status report (204); body: ApiAgentStatus. */
+  reportStatus: (host: string): Route<never> => ({
+    method: 'PUT',
+    path: `/v1/hosts/${encodeURIComponent(host)}/status`,
   }),
   /** Prometheus text; not JSON. */
   metrics: (): Route<never> => ({ method: 'GET', path: '/metrics' }),

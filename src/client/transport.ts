@@ -2,7 +2,7 @@
 // only HTTP: node:http for the CLI (start-up speed), fetch for the browser.
 
 export interface TransportRequest {
-  readonly method: 'GET' | 'POST' | 'DELETE';
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** Absolute URL. */
   readonly url: string;
   readonly headers: Readonly<Record<string, string>>;

@@ -41,7 +41,16 @@ import {
   watchSchema,
 } from './schemas.ts';
 import { ActionRejected, ServerError } from './types.ts';
-import type { ActionPort, ApiError, ApiInstance, HostHealthPort, ReadinessPort } from './types.ts';
+import type {
+  ActionPort,
+  AgentPort,
+  ApiError,
+  ApiInstance,
+  HostHealthPort,
+  ReadinessPort,
+} from './types.ts';
+import { agentRoutes } from './agent-routes.ts';
+import type { AgentWriteRefusal } from './agent-routes.ts';
 import { WatchHub } from './watch.ts';
 import { apiHost, apiInstance, apiTask, apiTransition } from './wire.ts';
 
@@ -51,6 +60,13 @@ export interface ServerOptions {
   readonly readiness: ReadinessPort;
   /** Whether hosts' agents report, for /v1/hosts and instances' powerStateStale; default: all do. */
   readonly hosts?: HostHealthPort;
+  /** Serves the routes hosts' agents write through; absent: no agent may report here. */
+  readonly agents?: AgentPort;
+  /**
+   * Checks each agent write before any of a request's is applied; a refusal answers the request
+   * 403 `forbidden`. Absent: a host token writes only its own host's instances (mayHostWrite).
+   */
+  readonly agentWriteRefusal?: AgentWriteRefusal;
   /** The process's registry: served at /metrics, and the server's own metrics are added to it. */
   readonly registry: Registry;
   /** The admin token: turns on bearer authentication for every route but /healthz. */
@@ -366,7 +382,7 @@ async function routes(
     return reply.code(state.ready ? 200 : 503).send(state);
   });
 
-  app.get<{ Querystring: { since?: number } }>(
+  app.get<{ Querystring: { since?: number; host?: string } }>(
     '/v1/watch',
     { schema: watchSchema },
     async (request, reply) => {
@@ -380,7 +396,7 @@ async function routes(
             `retry in ${WATCH_RETRY_AFTER_S} s`,
         );
       }
-      const opening = await watches.open(since);
+      const opening = await watches.open(since, request.query.host ?? null);
       if (!opening.ok) return reply.code(opening.status).send(opening.body);
       const { stream } = opening;
       stream.dropConnection = () => request.raw.socket.destroy();
@@ -402,6 +418,10 @@ async function routes(
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   registerDashboard(app, options.dashboardDir);
+
+  if (options.agents !== undefined) {
+    agentRoutes(app, { store: options.agents, now, writeRefusal: options.agentWriteRefusal });
+  }
 }
 
 function lastEventId(request: FastifyRequest): number | null {

@@ -20,3 +20,4 @@ export type { ListenAddress, Listening } from './listen.ts';
 export { serverMetrics } from './metrics.ts';
 export type { ServerMetrics } from './metrics.ts';
 export * from './types.ts';
+export type { AgentWriteRefusal } from './agent-routes.ts';

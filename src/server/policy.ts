@@ -38,6 +38,8 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /readyz': READERS,
   'GET /metrics': READERS,
   'GET /openapi.json': READERS,
+  'POST /v1/hosts/:host/writes': OWN_HOST_ROUTE,
+  'PUT /v1/hosts/:host/status': OWN_HOST_ROUTE,
 };
 
 declare module 'fastify' {

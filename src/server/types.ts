@@ -8,7 +8,14 @@ import type {
   TransitionCause,
   VmState,
 } from '../model/index.ts';
-import type { HostRecord, InstanceRecord } from '../store/index.ts';
+import type {
+  EngineStore,
+  HostRecord,
+  InstanceFields,
+  InstanceRecord,
+  NewTransition,
+  WriteResult,
+} from '../store/index.ts';
 
 export interface ActionPort {
   /** Validates and starts the action; resolves once taskState is recorded (not when done). */
@@ -28,6 +35,12 @@ export interface HostHealthPort {
    */
   powerStateStale(host: string): boolean;
 }
+
+/** What the agent routes need of the store: an engine's writes, on behalf of a remote engine. */
+export type AgentPort = Pick<
+  EngineStore,
+  'getInstance' | 'write' | 'upsertHost' | 'recordConnectionError'
+>;
 
 export interface Readiness {
   readonly ready: boolean;
@@ -90,6 +103,7 @@ export interface ApiInstance {
   readonly powerStateStale?: boolean;
   readonly powerReason: string;
   readonly policy: Policy | null;
+  readonly createdAt: string;
   readonly updatedAt: string;
   readonly version: number;
 }
@@ -135,8 +149,8 @@ export interface ApiHost {
   readonly lastReconcileAt: string | null;
   /** Why the hypervisor connection is down (the last reconnect's failure); null while connected. */
   readonly connectionError: string | null;
-  /** Observations the agent holds that the control plane has not had yet; null when not reported. */
-  readonly backlog: number | null;
+  /** Observations the host's agent holds that the control plane has not acknowledged yet. */
+  readonly backlog: number;
 }
 
 /** The `data` of one `event: instance` in the watch stream; its SSE id is the revision. */
@@ -174,4 +188,40 @@ export interface ApiCredential {
 /** The answer to issuing a token: the only time the token is ever shown. */
 export interface ApiIssuedToken extends ApiCredential {
   readonly token: string;
+}
+
+// The agent routes' wire shapes: whole store records and writes, times in epoch milliseconds.
+
+/** One write of `POST /v1/hosts/{host}/writes`; `seq` is its journal entry's place. */
+export interface ApiAgentWrite {
+  readonly kind: 'create' | 'update';
+  readonly uuid: string;
+  readonly expectedVersion?: number;
+  readonly fields?: InstanceFields;
+  readonly patch?: Partial<InstanceFields>;
+  readonly transition?: NewTransition;
+  readonly seq?: number;
+}
+
+export interface ApiAgentWrites {
+  /** The agent's journal id: with a seq on each write, an entry is applied at most once. */
+  readonly journal?: string;
+  readonly writes: readonly ApiAgentWrite[];
+}
+
+/** Each write's result, as the store gave it. */
+export type ApiAgentWriteResult = WriteResult;
+
+export interface ApiAgentWritesAnswer {
+  readonly results: readonly ApiAgentWriteResult[];
+}
+
+/** The body of `PUT /v1/hosts/{host}/status`; the server adds lastSeenAt from its own clock. */
+export interface ApiAgentStatus {
+  readonly driver: string;
+  readonly connected: boolean;
+  readonly lastReconcileAt: number | null;
+  readonly backlog: number;
+  /** Why the hypervisor connection is down; null clears it; absent leaves it as it was. */
+  readonly connectionError?: string | null;
 }

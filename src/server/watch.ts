@@ -42,11 +42,14 @@ interface Outgoing {
   readonly revision: number;
   readonly count: number;
   readonly bytes: Buffer;
+  /** The instance's host for one change; null for several. */
+  readonly host: string | null;
 }
 
 function outgoing(change: ChangeRecord): Outgoing {
   const bytes = Buffer.from(sseEvent('instance', apiWatchEvent(change), change.revision));
-  return { first: change.revision, revision: change.revision, count: 1, bytes };
+  const { revision } = change;
+  return { first: revision, revision, count: 1, bytes, host: change.instance.host };
 }
 
 /**
@@ -69,13 +72,15 @@ function batchOf(changes: readonly ChangeRecord[]): Batch {
     const length = Buffer.byteLength(texts[i]!);
     const view = bytes.subarray(offset, offset + length);
     offset += length;
-    return { first: change.revision, revision: change.revision, count: 1, bytes: view };
+    const { revision } = change;
+    return { first: revision, revision, count: 1, bytes: view, host: change.instance.host };
   });
   const whole = {
     first: changes[0]!.revision,
     revision: changes.at(-1)!.revision,
     count: changes.length,
     bytes,
+    host: null,
   };
   return { whole, each };
 }
@@ -179,10 +184,13 @@ export class WatchHub {
     }
   }
 
-  /** `since` null: only changes committed from now on. */
-  async open(since: number | null): Promise<WatchOpening> {
+  /**
+   * `since` null: only changes committed from now on. `host`: only changes of instances recorded
+   * on that host (an agent's informer); a record that moves away is not followed.
+   */
+  async open(since: number | null, host: string | null = null): Promise<WatchOpening> {
     // Subscribed before the bounds are read, so nothing committed after the check is missed.
-    const stream = new WatchStream(this.store, this.settings, {
+    const stream = new WatchStream(this.store, this.settings, host, {
       ...this.hooks,
       onEnd: (reason, started) => {
         this.remove(stream);
@@ -266,9 +274,13 @@ class WatchStream {
   private linger: NodeJS.Timeout | null = null;
   private roomWaiters: (() => void)[] = [];
 
+  /** The highest revision replay has read from the log, matching the filter or not. */
+  private lastRead = 0;
+
   constructor(
     private readonly store: ReadStore,
     settings: WatchSettings,
+    private readonly host: string | null,
     private readonly hooks: StreamHooks,
   ) {
     const bufferLimit = Math.max(1, Math.floor(settings.bufferLimit));
@@ -313,6 +325,7 @@ class WatchStream {
   start(since: number): void {
     this.started = true;
     this.lastQueued = since;
+    this.lastRead = since;
     this.lastSent = since;
     this.write(sseComment(`watching from revision ${since}`));
     if (this.settings.heartbeatMs > 0) {
@@ -356,9 +369,9 @@ class WatchStream {
       await this.roomForAPage();
       if (this.ended) return;
       const epoch = this.keptEpoch;
-      const page = await this.store.changesSince(this.lastQueued, this.settings.pageSize);
+      const page = await this.store.changesSince(this.lastRead, this.settings.pageSize);
       if (this.ended) return;
-      if (this.lastQueued < page.oldestRevision - 1) {
+      if (this.lastRead < page.oldestRevision - 1) {
         this.endWithError('revision-too-old', {
           error: 'revision-too-old',
           message:
@@ -369,9 +382,12 @@ class WatchStream {
         });
         return;
       }
-      for (const change of page.changes) this.enqueue(outgoing(change));
+      for (const change of page.changes) {
+        if (this.matches(change.instance.host)) this.enqueue(outgoing(change));
+      }
+      this.lastRead = Math.max(this.lastRead, page.changes.at(-1)?.revision ?? 0);
       this.flush();
-      const caughtUp = this.lastQueued >= page.latestRevision;
+      const caughtUp = this.lastRead >= page.latestRevision;
       const kept = this.kept ?? [];
       const fits = this.outboxEvents + kept.length <= this.settings.bufferLimit;
       if (caughtUp && epoch === this.keptEpoch && fits) {
@@ -385,8 +401,24 @@ class WatchStream {
     }
   }
 
+  private matches(host: string | null): boolean {
+    return this.host === null || host === this.host;
+  }
+
   /** Live changes from the hub, already serialised. */
   receive(batch: Batch): void {
+    if (this.ended) return;
+    if (this.host === null) {
+      this.take(batch);
+      return;
+    }
+    // A filtered stream takes the matching changes one by one: the whole carries the others.
+    for (const event of batch.each) {
+      if (this.matches(event.host)) this.take({ whole: event, each: [event] });
+    }
+  }
+
+  private take(batch: Batch): void {
     if (this.ended) return;
     if (!this.live) {
       const kept = this.kept ?? [];

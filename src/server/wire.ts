@@ -23,6 +23,7 @@ export function apiInstance(record: InstanceRecord, stale?: boolean): ApiInstanc
     ...(stale === undefined ? {} : { powerStateStale: stale }),
     powerReason: record.powerReason,
     policy: record.policy,
+    createdAt: isoTime(record.createdAt),
     updatedAt: isoTime(record.updatedAt),
     version: record.version,
   };
@@ -51,7 +52,7 @@ export function apiHost(host: HostRecord, reachable: boolean): ApiHost {
     reachable,
     lastReconcileAt: host.lastReconcileAt === null ? null : isoTime(host.lastReconcileAt),
     connectionError: host.connectionError,
-    backlog: host.backlog ?? null,
+    backlog: host.backlog,
   };
 }
 

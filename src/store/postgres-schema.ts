@@ -96,6 +96,21 @@ export const PG_MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 4,
+    name: 'agent journals and backlog',
+    sql: `
+      -- The highest entry of each agent's outage journal already processed, written in the same
+      -- transaction as the entry's write: a replayed entry is answered duplicate, not applied.
+      CREATE TABLE journal_applied (
+        journal_id text   PRIMARY KEY,
+        host       text   NOT NULL,
+        last_seq   bigint NOT NULL,
+        updated_at bigint NOT NULL
+      );
+      ALTER TABLE hosts ADD COLUMN backlog integer NOT NULL DEFAULT 0;
+    `,
+  },
+  {
     version: 5,
     name: 'task action',
     // See the SQLite migration of the same number.

@@ -20,9 +20,9 @@ import {
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
-import { applyInRounds } from './postgres-batch.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
-import type { WriteRow } from './postgres-batch.ts';
+import { applyJournaled, isDuplicate } from './postgres-journal.ts';
+import type { JournaledRow } from './postgres-journal.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
 import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
@@ -69,6 +69,7 @@ interface HostRow {
   last_seen_at: number;
   last_reconcile_at: number | null;
   connection_error: string | null;
+  backlog: number;
 }
 
 interface ChangeRow {
@@ -292,14 +293,16 @@ export class PostgresStore implements Store {
   async upsertHost(host: HostStatus): Promise<void> {
     await this.read(
       () => this.sql`
-        INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
+        INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog)
         VALUES (${host.name}::text, ${host.driver}::text, ${host.connected}::boolean,
-                ${host.lastSeenAt}::bigint, ${host.lastReconcileAt}::bigint)
+                ${host.lastSeenAt}::bigint, ${host.lastReconcileAt}::bigint,
+                ${host.backlog ?? 0}::integer)
         ON CONFLICT (name) DO UPDATE SET
           driver = excluded.driver,
           connected = excluded.connected,
           last_seen_at = excluded.last_seen_at,
-          last_reconcile_at = excluded.last_reconcile_at`,
+          last_reconcile_at = excluded.last_reconcile_at,
+          backlog = excluded.backlog`,
     );
   }
 
@@ -439,19 +442,19 @@ export class PostgresStore implements Store {
         SELECT value FROM revision_counter FOR UPDATE`;
       let revision = counter?.value ?? 0;
 
-      let rows: (WriteRow | undefined | { error: unknown })[];
+      let rows: (JournaledRow | { error: unknown })[];
       if (isolate) {
         rows = [];
         for (const { write } of batch) {
           try {
-            const [row] = await tx.savepoint((sp) => applyInRounds(sp, [write], now));
+            const [row] = await tx.savepoint((sp) => applyJournaled(sp, [write], now));
             rows.push(row);
           } catch (error) {
             rows.push({ error });
           }
         }
       } else {
-        rows = await applyInRounds(
+        rows = await applyJournaled(
           tx,
           batch.map((p) => p.write),
           now,
@@ -463,6 +466,10 @@ export class PostgresStore implements Store {
       const outcomes: Outcome[] = rows.map((row, i) => {
         const write = batch[i]!.write;
         if (row !== undefined && 'error' in row) return { error: row.error };
+        if (isDuplicate(row)) {
+          const current = row.duplicate === null ? null : instanceFromRow(row.duplicate);
+          return { result: { ok: false, reason: 'duplicate', current }, change: null };
+        }
         if (row === undefined || !row.written) {
           const current = row === undefined ? null : instanceFromRow(row);
           const reason =
@@ -581,6 +588,7 @@ function hostFromRow(row: HostRow): HostRecord {
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
     connectionError: row.connection_error,
+    backlog: row.backlog,
   };
 }
 

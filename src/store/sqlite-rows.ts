@@ -84,6 +84,7 @@ export interface HostRow {
   last_seen_at: number;
   last_reconcile_at: number | null;
   connection_error: string | null;
+  backlog: number;
 }
 
 // The casts below trust the database: only this module writes these columns, from typed records.
@@ -162,7 +163,14 @@ export function changeFromRow(row: ChangeRow): ChangeRecord {
 }
 
 export function hostValues(host: HostStatus): SqlValue[] {
-  return [host.name, host.driver, host.connected ? 1 : 0, host.lastSeenAt, host.lastReconcileAt];
+  return [
+    host.name,
+    host.driver,
+    host.connected ? 1 : 0,
+    host.lastSeenAt,
+    host.lastReconcileAt,
+    host.backlog ?? 0,
+  ];
 }
 
 export function hostFromRow(row: HostRow): HostRecord {
@@ -173,5 +181,6 @@ export function hostFromRow(row: HostRow): HostRecord {
     lastSeenAt: row.last_seen_at,
     lastReconcileAt: row.last_reconcile_at,
     connectionError: row.connection_error,
+    backlog: row.backlog,
   };
 }

@@ -93,11 +93,26 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 4,
+    name: 'agent journals and backlog',
+    sql: `
+      -- The highest entry of each agent's outage journal already processed, written in the same
+      -- transaction as the entry's write: a replayed entry is answered duplicate, not applied.
+      CREATE TABLE journal_applied (
+        journal_id TEXT    PRIMARY KEY,
+        host       TEXT    NOT NULL,
+        last_seq   INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      ALTER TABLE hosts ADD COLUMN backlog INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
+  {
     version: 5,
     name: 'task action',
     // The task's action, which its taskState alone does not say (stop or force-stop...), so that
     // a task recorded by one process can be performed by another. The partial index serves the
-    // control plane's sweep of tasks in flight. (4 is the agent's.)
+    // control plane's sweep of tasks in flight.
     sql: `
       ALTER TABLE instances ADD COLUMN task_action TEXT;
       CREATE INDEX instances_task ON instances (uuid) WHERE task_state IS NOT NULL;

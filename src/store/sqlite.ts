@@ -52,6 +52,7 @@ import type {
   InstanceRecord,
   InstanceWrite,
   NewCredential,
+  RefusalReason,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -141,6 +142,8 @@ export class SqliteStore implements Store {
   private readonly upsertHostStatement: Statement<SqlValue[]>;
   private readonly recordConnectionErrorStatement: Statement<[string | null, string]>;
   private readonly selectHosts: Statement<[], HostRow>;
+  private readonly selectJournal: Statement<[string], number>;
+  private readonly upsertJournal: Statement<[string, string, number, number]>;
   private readonly runBatch: Database.Transaction<
     (batch: readonly PendingWrite[], now: number, isolate: boolean) => BatchOutcome
   >;
@@ -208,18 +211,27 @@ export class SqliteStore implements Store {
       'SELECT * FROM transitions WHERE uuid = ? AND id < ? ORDER BY id DESC LIMIT ?',
     );
     this.upsertHostStatement = db.prepare<SqlValue[]>(
-      `INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at)
-       VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog)
+       VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET
          driver = excluded.driver,
          connected = excluded.connected,
          last_seen_at = excluded.last_seen_at,
-         last_reconcile_at = excluded.last_reconcile_at`,
+         last_reconcile_at = excluded.last_reconcile_at,
+         backlog = excluded.backlog`,
     );
     this.recordConnectionErrorStatement = db.prepare(
       'UPDATE hosts SET connection_error = ? WHERE name = ?',
     );
     this.selectHosts = db.prepare('SELECT * FROM hosts ORDER BY name');
+    this.selectJournal = db
+      .prepare<[string], number>('SELECT last_seq FROM journal_applied WHERE journal_id = ?')
+      .pluck();
+    this.upsertJournal = db.prepare(
+      `INSERT INTO journal_applied (journal_id, host, last_seq, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (journal_id) DO UPDATE SET
+         last_seq = max(last_seq, excluded.last_seq), updated_at = excluded.updated_at`,
+    );
 
     this.runBatch = db.transaction((batch, now, isolate) => this.applyBatch(batch, now, isolate));
     this.applyIsolated = db.transaction((write, now) => this.apply(write, now));
@@ -506,7 +518,20 @@ export class SqliteStore implements Store {
     return { removed, oldestKept: cutoff + 1 };
   }
 
+  /** A journal entry is processed once: its seq is recorded with whatever the write did. */
   private apply(write: InstanceWrite, now: number): Outcome {
+    const tag = write.journal;
+    if (tag === undefined) return this.applyWrite(write, now);
+    const last = this.selectJournal.get(tag.id);
+    if (last !== undefined && tag.seq <= last) {
+      return refused('duplicate', this.selectInstance.get(write.uuid));
+    }
+    const outcome = this.applyWrite(write, now);
+    this.upsertJournal.run(tag.id, tag.host, tag.seq, now);
+    return outcome;
+  }
+
+  private applyWrite(write: InstanceWrite, now: number): Outcome {
     let row: InstanceRow | undefined;
     let type: ChangeRecord['type'];
     if (write.kind === 'create') {
@@ -544,10 +569,7 @@ export class SqliteStore implements Store {
   }
 }
 
-function refused(
-  reason: 'conflict' | 'exists' | 'not-found',
-  current: InstanceRow | undefined,
-): Outcome {
+function refused(reason: RefusalReason, current: InstanceRow | undefined): Outcome {
   return {
     result: { ok: false, reason, current: current === undefined ? null : instanceFromRow(current) },
     change: null,

@@ -57,12 +57,25 @@ export interface TransitionRecord extends NewTransition {
   readonly recordedAt: number;
 }
 
+/**
+ * Marks a write as entry `seq` of an agent's outage journal `id`. The store remembers the highest
+ * seq it has processed per journal in the same transaction as the write, and answers an entry at
+ * or below it `duplicate` without applying it: a journal replayed twice is applied once.
+ */
+export interface JournalTag {
+  readonly id: string;
+  readonly seq: number;
+  /** The host whose agent keeps the journal. */
+  readonly host: string;
+}
+
 export type InstanceWrite =
   | {
       readonly kind: 'create';
       readonly uuid: string;
       readonly fields: InstanceFields;
       readonly transition?: NewTransition;
+      readonly journal?: JournalTag;
     }
   | {
       readonly kind: 'update';
@@ -71,14 +84,20 @@ export type InstanceWrite =
       readonly expectedVersion: number;
       readonly patch: Partial<InstanceFields>;
       readonly transition?: NewTransition;
+      readonly journal?: JournalTag;
     };
+
+export type RefusalReason = 'conflict' | 'exists' | 'not-found' | 'duplicate';
 
 export type WriteResult =
   | { readonly ok: true; readonly instance: InstanceRecord; readonly revision: number }
   | {
       readonly ok: false;
-      /** conflict: the version moved; exists: create of a known uuid; not-found: update of an unknown one. */
-      readonly reason: 'conflict' | 'exists' | 'not-found';
+      /**
+       * conflict: the version moved; exists: create of a known uuid; not-found: update of an
+       * unknown one; duplicate: a journal entry already processed (not applied again).
+       */
+      readonly reason: RefusalReason;
       readonly current: InstanceRecord | null;
     };
 
@@ -107,12 +126,15 @@ export interface HostRecord {
    * permission denied...), or how it dropped. Null while connected.
    */
   readonly connectionError: string | null;
-  /** Observations the host's agent holds unsent (its journal), when it reports them. */
-  readonly backlog?: number | null;
+  /** Journal entries the host's agent holds that the control plane has not acknowledged. */
+  readonly backlog: number;
 }
 
 /** What an engine reports of its host; the connection error is recorded on its own. */
-export type HostStatus = Omit<HostRecord, 'connectionError' | 'backlog'>;
+export type HostStatus = Omit<HostRecord, 'connectionError' | 'backlog'> & {
+  /** An agent's unacknowledged journal entries; 0 when absent (an engine writing directly). */
+  readonly backlog?: number;
+};
 
 export interface InstanceFilter {
   readonly host?: string;

@@ -23,6 +23,7 @@ import type { Harness } from './harness.ts';
 import type { ActionName, VmState } from '../../src/model/index.ts';
 
 const INSTANCE_KEYS = [
+  'createdAt',
   'host',
   'name',
   'policy',
@@ -435,7 +436,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           reachable: true,
           lastReconcileAt: null,
           connectionError: null,
-          backlog: null,
+          backlog: 0,
         },
         {
           name: 'host-b',
@@ -445,7 +446,7 @@ describe('hosts, health, readiness, metrics, openapi', () => {
           reachable: true,
           lastReconcileAt: '2024-05-01T11:00:05.000Z',
           connectionError: null,
-          backlog: null,
+          backlog: 0,
         },
       ],
     });

@@ -161,14 +161,16 @@ export interface Harness {
 }
 
 export interface HarnessOptions extends Partial<
-  Omit<ServerOptions, 'store' | 'actions' | 'readiness' | 'registry'>
+  Omit<ServerOptions, 'store' | 'actions' | 'readiness' | 'registry' | 'agents'>
 > {
   readonly store?: SqliteStoreOptions;
+  /** Serve the agent routes on the harness's store. */
+  readonly agents?: boolean;
 }
 
 export async function startServer(options: HarnessOptions = {}): Promise<Harness> {
   files += 1;
-  const { store: storeOptions, ...serverOptions } = options;
+  const { store: storeOptions, agents, ...serverOptions } = options;
   const store = await openSqliteStore(join(dir, `api-${process.pid}-${files}.db`), storeOptions);
   const registry = new Registry();
   const actions = new FakeActions(store);
@@ -180,6 +182,7 @@ export async function startServer(options: HarnessOptions = {}): Promise<Harness
     actions,
     readiness,
     registry,
+    agents: agents === true ? store : undefined,
   });
   const { url } = await listen(app, '127.0.0.1:0');
   return {

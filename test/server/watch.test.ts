@@ -241,6 +241,40 @@ describe('watch: replay and live', () => {
     }
   });
 
+  test("host=H replays and streams only the changes of H's instances, in order", async () => {
+    const a = uuidOf(0xa01);
+    const b = uuidOf(0xb01);
+    await create(h.store, a, { host: 'filter-a' });
+    await create(h.store, b, { host: 'filter-b' });
+    const from = (await h.store.changesSince(0, 1)).latestRevision - 2;
+    const watch = await Watch.open(h, `?since=${from}&host=filter-b`);
+    try {
+      await watch.until('replay of b', () => watch.events.length >= 1);
+      // Live: one commit that holds changes of both hosts, then b alone.
+      await Promise.all([
+        patch(h.store, a, { powerReason: 'a-1' }),
+        patch(h.store, b, { powerReason: 'b-1' }),
+      ]);
+      await patch(h.store, b, { powerReason: 'b-2' });
+      await watch.until('live changes of b', () => watch.events.length >= 3);
+      assert.deepEqual(
+        watch.events.map((e) => [e.instance.uuid, e.instance.powerReason]),
+        [
+          [b, 'booted'],
+          [b, 'b-1'],
+          [b, 'b-2'],
+        ],
+      );
+      const revisions = watch.revisions;
+      assert.deepEqual(
+        [...revisions].sort((x, y) => x - y),
+        revisions,
+      );
+    } finally {
+      watch.close();
+    }
+  });
+
   test('changes committed while a stream replays are all delivered once, in order', async () => {
     // A writer keeps committing while watchers start at different points of the log.
     let writing = true;

@@ -185,6 +185,85 @@ export function storeContract(name: string, target: StoreUnderTest): void {
     });
   });
 
+  describe(`${name} agent journals`, () => {
+    const tagged = (write: InstanceWrite, id: string, seq: number): InstanceWrite => ({
+      ...write,
+      journal: { id, seq, host: 'host-a' },
+    });
+
+    test('a journal entry sent twice is applied once, in the same transaction as its seq', async () => {
+      const store = await fresh();
+      const u = uuidOf(1);
+      ok(await store.write(tagged(create(u), 'j1', 1)));
+      const stop = update(u, 1, { powerState: 'shutoff' }, stopTransition(111));
+      const first = await store.write(tagged(stop, 'j1', 2));
+      ok(first);
+      // The same entries again, as a replay after a lost answer does: nothing is applied twice.
+      const again = await Promise.all([
+        store.write(tagged(create(u), 'j1', 1)),
+        store.write(tagged(stop, 'j1', 2)),
+      ]);
+      for (const result of again) {
+        assert.equal(result.ok, false);
+        assert.equal(!result.ok && result.reason, 'duplicate');
+        assert.equal(!result.ok && result.current?.version, 2);
+      }
+      assert.equal((await store.history(u)).length, 1);
+      assert.equal((await store.getInstance(u))?.version, 2);
+      // Another journal's seq 2 is its own.
+      ok(await store.write(tagged(update(u, 2, { powerReason: 'destroyed' }), 'j2', 2)));
+      assert.equal((await store.getInstance(u))?.version, 3);
+      await store.close();
+    });
+
+    test('a refused entry counts as processed; entries of one batch are taken in order', async () => {
+      const store = await fresh();
+      const u = uuidOf(2);
+      ok(await store.write(create(u)));
+      const stale = await store.write(tagged(update(u, 7, { powerState: 'paused' }), 'j', 5));
+      assert.equal(!stale.ok && stale.reason, 'conflict');
+      const replayed = await store.write(tagged(update(u, 1, { powerState: 'paused' }), 'j', 5));
+      assert.equal(!replayed.ok && replayed.reason, 'duplicate');
+      // One batch: 6 applies, a second 6 and an older 4 are duplicates, 7 applies after 6.
+      const batch = await Promise.all([
+        store.write(tagged(update(u, 1, { powerState: 'paused' }), 'j', 6)),
+        store.write(tagged(update(u, 2, { powerState: 'shutoff' }), 'j', 6)),
+        store.write(tagged(update(u, 2, { powerState: 'crashed' }), 'j', 4)),
+        store.write(tagged(update(u, 2, { powerState: 'running' }), 'j', 7)),
+      ]);
+      assert.deepEqual(
+        batch.map((r) => (r.ok ? 'ok' : r.reason)),
+        ['ok', 'duplicate', 'duplicate', 'ok'],
+      );
+      const record = await store.getInstance(u);
+      assert.equal(record?.version, 3);
+      assert.equal(record?.powerState, 'running');
+      await store.close();
+    });
+
+    test('the journal mark survives reopening', async () => {
+      const location = await target.freshLocation();
+      const first = await target.open(location);
+      const u = uuidOf(3);
+      ok(await first.write(tagged(create(u), 'j', 9)));
+      await first.close();
+      const second = await target.open(location);
+      const again = await second.write(tagged(create(u), 'j', 9));
+      assert.equal(!again.ok && again.reason, 'duplicate');
+      await second.close();
+    });
+
+    test("a host's backlog is stored with its status", async () => {
+      const store = await fresh();
+      const status = { name: 'h', driver: 'sim', connected: true, lastReconcileAt: null };
+      await store.upsertHost({ ...status, lastSeenAt: 1, backlog: 42 });
+      assert.equal((await store.listHosts())[0]!.backlog, 42);
+      await store.upsertHost({ ...status, lastSeenAt: 2 });
+      assert.equal((await store.listHosts())[0]!.backlog, 0);
+      await store.close();
+    });
+  });
+
   describe(`${name} history`, () => {
     test('transitions come back newest first with every field', async () => {
       let clock = 10_000;
@@ -651,6 +730,7 @@ export function storeContract(name: string, target: StoreUnderTest): void {
           lastSeenAt: 5,
           lastReconcileAt: 4,
           connectionError: null,
+          backlog: 0,
         },
         {
           name: 'host-b',
@@ -659,6 +739,7 @@ export function storeContract(name: string, target: StoreUnderTest): void {
           lastSeenAt: 20,
           lastReconcileAt: 19,
           connectionError: null,
+          backlog: 0,
         },
       ]);
       await store.close();

@@ -16,6 +16,7 @@ import {
 } from '../../src/store/index.ts';
 import type { ChangeRecord } from '../../src/store/index.ts';
 import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
+
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
 
@@ -108,6 +109,7 @@ describePostgres('PostgresStore', (database) => {
           lastSeenAt: 5,
           lastReconcileAt: null,
           connectionError: null,
+          backlog: 0,
         },
       ]);
       await store.recordConnectionError('h', 'connect ENOENT');

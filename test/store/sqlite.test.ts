@@ -76,6 +76,7 @@ describe('SqliteStore file lifecycle', () => {
         lastSeenAt: 5,
         lastReconcileAt: null,
         connectionError: null,
+        backlog: 0,
       },
     ]);
     await store.recordConnectionError('h', 'connect ENOENT');

@@ -1,5 +1,5 @@
-// `hvsync server` run as a user runs it, as its own process, for tests and benchmarks of several
-// replicas on one database.
+// `hvsync server` (or `hvsync agent`) run as a user runs it, as its own process, for tests and
+// benchmarks of several replicas on one database and of agents killed mid-way.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,11 +22,24 @@ export interface ServerProcess {
 
 /** Starts `hvsync server ARGS` with none of the caller's HVSYNC_* settings. */
 export function startServerProcess(args: readonly string[]): ServerProcess {
+  return startHvsyncProcess('server', args, /serving the control-plane API at (https?:\/\/\S+?)"/);
+}
+
+/**
+ * Starts `hvsync COMMAND ARGS` with none of the caller's HVSYNC_* settings; `started()` resolves
+ * with the first group of `ready` once its output matches.
+ */
+export function startHvsyncProcess(
+  command: string,
+  args: readonly string[],
+  ready: RegExp,
+  waitMs = WAIT_MS,
+): ServerProcess {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith('HVSYNC_') && value !== undefined) env[key] = value;
   }
-  const child = spawn(process.execPath, ['--import', tsxLoader, main, 'server', ...args], {
+  const child = spawn(process.execPath, ['--import', tsxLoader, main, command, ...args], {
     cwd: root,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -45,13 +58,13 @@ export function startServerProcess(args: readonly string[]): ServerProcess {
     child,
     output: () => output,
     async started() {
-      const deadline = Date.now() + WAIT_MS;
+      const deadline = Date.now() + waitMs;
       for (;;) {
-        const match = /serving the control-plane API at (https?:\/\/\S+?)"/.exec(output);
-        if (match !== null) return match[1]!;
+        const match = ready.exec(output);
+        if (match !== null) return match[1] ?? match[0];
         if (child.exitCode !== null || Date.now() > deadline) {
           child.kill('SIGKILL');
-          throw new Error(`hvsync server did not start; output:\n${output}`);
+          throw new Error(`hvsync ${command} did not start; output:\n${output}`);
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
