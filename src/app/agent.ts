@@ -117,9 +117,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     journal = Journal.open(journalPath, { host, maxEntries: config.journalLimit });
     const log = logger.child({ component: 'agent', host });
     // A record changed by someone else (a user's action recorded by a control-plane replica):
-    // the engine's task pick-up takes it from here once it has one.
+    // the engine performs a task it finds recorded there. Before the engine runs, its start
+    // picks up whatever tasks the listing brought.
     const recordChanged = (record: InstanceRecord): void => {
       log.debug({ uuid: record.uuid, taskState: record.taskState }, 'record changed elsewhere');
+      engine?.recordChanged(record);
     };
     const remote = new RemoteStore({
       client,

@@ -192,6 +192,31 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     assert.equal(agent.store.stats.outages, 1);
   });
 
+  test("a user's action on the control plane is performed by the host's agent and finished", async () => {
+    // Whatever the tests before left: a stop of a running one, else a start or a resume.
+    const target = await until('an instance on sim-a with no task', async () =>
+      (await client.listInstances({ host: 'sim-a' })).instances.find(
+        (i) => i.taskState === null && ['running', 'shutoff', 'paused'].includes(i.powerState),
+      ),
+    );
+    const [action, expected] =
+      target.powerState === 'running'
+        ? (['stop', 'shutoff'] as const)
+        : target.powerState === 'shutoff'
+          ? (['start', 'running'] as const)
+          : (['resume', 'running'] as const);
+    const accepted = await client.act(target.uuid, action);
+    assert.equal(accepted.task.action, action);
+    const done = await until(`the ${action} performed and its task finished`, async () => {
+      const record = await client.getInstance(target.uuid);
+      return record.taskState === null && record.powerState === expected ? record : null;
+    });
+    assert.equal(done.taskError, null);
+    const [latest] = await client.history(target.uuid, 1);
+    assert.equal(latest!.to, expected);
+    assert.equal(latest!.outOfBand, false, "the change was hvsync's own");
+  });
+
   test('the same journal entries sent twice are applied once', async () => {
     const uuid = '00000000-0000-4000-8000-00000000abcd';
     const fields = {

@@ -7,15 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import {
-  OWN_HOST_ROUTE,
-  buildServer,
-  listen,
-  mayHostWrite,
-  principalOf,
-} from '../../src/server/index.ts';
+import { buildServer, listen } from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
-import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
+import type { NewTransition, SqliteStore } from '../../src/store/index.ts';
 import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf } from './harness.ts';
 import type { Harness, Reply } from './harness.ts';
 import { call as callHarness } from './harness.ts';
@@ -30,11 +24,7 @@ interface Replica {
   close(): Promise<void>;
 }
 
-/**
- * A server as `hvsync server` builds it, plus a stand-in for the agent's batch write route (not
- * built yet): it declares its access in one line, reads each write's current record and asks
- * mayHostWrite, as the real one does; a refused write refuses the whole request.
- */
+/** A server as `hvsync server` builds it, with the agents' routes: a refused write refuses the request. */
 async function startReplica(
   path: string,
   options: { token?: string; now?: () => number } = {},
@@ -48,21 +38,9 @@ async function startReplica(
     registry: new Registry(),
     token: 'token' in options ? options.token : ADMIN,
     credentials: store,
+    agents: store,
     now: options.now,
   });
-  app.post<{ Params: { host: string }; Body: { writes: InstanceWrite[] } }>(
-    '/v1/hosts/:host/test-writes',
-    { config: { access: OWN_HOST_ROUTE } },
-    async (request, reply) => {
-      const principal = principalOf(request);
-      for (const write of request.body.writes) {
-        if (principal.kind !== 'host') break;
-        const refusal = mayHostWrite(principal.host, write, await store.getInstance(write.uuid));
-        if (refusal !== null) return reply.code(403).send({ error: 'forbidden', message: refusal });
-      }
-      return { results: await Promise.all(request.body.writes.map((w) => store.write(w))) };
-    },
-  );
   const { url } = await listen(app, '127.0.0.1:0');
   return {
     url,
@@ -229,7 +207,7 @@ describe('tokens and what each may do', () => {
 
   test("a host token writes its own host's instances", async () => {
     const { version } = (await server.store.getInstance(uuidOf(1)))!;
-    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+    const reply = await call(server, '/v1/hosts/host-a/writes', hostA, {
       method: 'POST',
       json: {
         writes: [
@@ -245,7 +223,7 @@ describe('tokens and what each may do', () => {
 
   test("another host's instance: 403, and nothing of the request is written", async () => {
     const before = await server.store.getInstance(uuidOf(2));
-    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+    const reply = await call(server, '/v1/hosts/host-a/writes', hostA, {
       method: 'POST',
       json: {
         writes: [
@@ -260,7 +238,7 @@ describe('tokens and what each may do', () => {
   });
 
   test('a new instance claiming another host: 403', async () => {
-    const reply = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+    const reply = await call(server, '/v1/hosts/host-a/writes', hostA, {
       method: 'POST',
       json: { writes: [{ kind: 'create', uuid: uuidOf(12), fields: fields({ host: 'host-b' }) }] },
     });
@@ -276,12 +254,12 @@ describe('tokens and what each may do', () => {
       ],
     };
     forbidden(
-      await call(server, '/v1/hosts/host-b/test-writes', hostA, { method: 'POST', json: journal }),
+      await call(server, '/v1/hosts/host-b/writes', hostA, { method: 'POST', json: journal }),
       /the token of host 'host-a' may not act for host 'host-b'/,
     );
     // ...or the path names host-a: the writes are host-b's instances all the same.
     forbidden(
-      await call(server, '/v1/hosts/host-a/test-writes', hostA, { method: 'POST', json: journal }),
+      await call(server, '/v1/hosts/host-a/writes', hostA, { method: 'POST', json: journal }),
       /recorded on host 'host-b'/,
     );
     assert.equal((await server.store.getInstance(uuidOf(2)))?.powerState, 'running');
@@ -290,7 +268,7 @@ describe('tokens and what each may do', () => {
   test('a host may not hand its instance to another; the destination claims it by migration', async () => {
     await create(server.store, uuidOf(20), { host: 'host-b' });
     forbidden(
-      await call(server, '/v1/hosts/host-b/test-writes', hostB, {
+      await call(server, '/v1/hosts/host-b/writes', hostB, {
         method: 'POST',
         json: {
           writes: [
@@ -300,7 +278,7 @@ describe('tokens and what each may do', () => {
       }),
       /host 'host-b' may not move instance .* to host 'host-a'/,
     );
-    const claim = await call(server, '/v1/hosts/host-a/test-writes', hostA, {
+    const claim = await call(server, '/v1/hosts/host-a/writes', hostA, {
       method: 'POST',
       json: {
         writes: [
@@ -351,7 +329,7 @@ describe('tokens and what each may do', () => {
       /the token of host 'host-c' was revoked at .*hvsync hosts add host-c/,
     );
     forbidden(
-      await call(server, '/v1/hosts/host-c/test-writes', token, {
+      await call(server, '/v1/hosts/host-c/writes', token, {
         method: 'POST',
         json: {
           writes: [{ kind: 'create', uuid: uuidOf(30), fields: fields({ host: 'host-c' }) }],
@@ -395,7 +373,7 @@ test('without an admin token (loopback) a request without a token is the admin, 
     const token = (issued.body as { token: string }).token;
     forbidden(await call(server, '/v1/hosts', token), /host 'host-a' may not use GET/);
     forbidden(
-      await call(server, '/v1/hosts/host-a/test-writes', token, {
+      await call(server, '/v1/hosts/host-a/writes', token, {
         method: 'POST',
         json: {
           writes: [{ kind: 'update', uuid: uuidOf(1), expectedVersion: 1, patch: { name: 'x' } }],
