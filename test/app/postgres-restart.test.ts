@@ -212,6 +212,12 @@ describePrivatePostgres('PostgreSQL restarted under load', () => {
 
       assert.equal(replica.child.exitCode, null, 'the replica is still running');
       assert.equal(replica.child.signalCode, null, 'the replica is still running');
+    } catch (error) {
+      // What the two servers said is most of what there is to go on when this fails.
+      console.error(
+        `PostgreSQL said:\n${cluster.output()}\nthe replica said:\n${replica?.output()}`,
+      );
+      throw error;
     } finally {
       clearTimeout(giveUp);
       abandon.abort();
