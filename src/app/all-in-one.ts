@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Policy } from '../model/index.ts';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
 import { SyncEngine, SyncError } from '../sync/index.ts';
+import type { SimHypervisor } from '../virt/index.ts';
 import {
   ActionRejected,
   buildServer,
@@ -54,6 +55,8 @@ export interface RunningService {
   readonly hypervisor: string;
   readonly engine: SyncEngine;
   readonly store: Store;
+  /** The simulated host when it is one: its workload and its truth, for whoever embeds this. */
+  readonly sim?: SimHypervisor;
   /** Stops taking events, finishes what is in flight, closes the API and the store. */
   stop(): Promise<void>;
 }
@@ -247,6 +250,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       hypervisor: description,
       engine: started,
       store,
+      ...(sim === undefined ? {} : { sim }),
       async stop() {
         if (!stopping) await teardown();
       },
