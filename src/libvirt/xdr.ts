@@ -98,6 +98,11 @@ export class XdrReader {
     );
   }
 
+  /** The bytes not read yet, without reading them (a view, not a copy). */
+  unread(): Buffer {
+    return this.buffer.subarray(this.offset);
+  }
+
   /** Steps over `bytes` bytes that are read but not wanted. */
   skip(bytes: number, what: string): void {
     this.need(bytes, what);

@@ -298,7 +298,7 @@ export class TaskRunner {
   }
 
   /** Clears tasks this engine is not running whose time is up; returns how many. */
-  async expire(records: readonly InstanceRecord[]): Promise<number> {
+  async expire(records: Iterable<InstanceRecord>): Promise<number> {
     let expired = 0;
     for (const record of records) {
       if (record.taskState === null || this.running.has(record.uuid)) continue;
