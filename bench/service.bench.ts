@@ -11,7 +11,7 @@
 // the engine powers the bench's out-of-band starts off again], BENCH_STORM_DOMAINS [10000],
 // BENCH_SETUP_INFLIGHT [64], BENCH_STORM_INFLIGHT [256], BENCH_RECONCILE_RUNS [3],
 // BENCH_REST_INSTANCES [1000], BENCH_REST_WINDOW_S [60], BENCH_REST_IDLE_S [10],
-// BENCH_REST_WARMUP_S [42], BENCH_RECONCILE_INTERVAL_S [60], BENCH_REST_CONTENDERS [all; a comma
+// BENCH_REST_WARMUP_S [102], BENCH_RECONCILE_INTERVAL_S [60], BENCH_REST_CONTENDERS [all; a comma
 // list of libvirtd, node, service, engine, poll10, poll60], BENCH_REST_NODE_ARGS [none; extra node
 // arguments for each contender, e.g. '--cpu-prof --cpu-prof-dir=prof'].
 // `npm run bench:rest` runs the cost at rest alone.
@@ -59,7 +59,7 @@ const settings = {
   restInstances: envNumber('BENCH_REST_INSTANCES', 1_000),
   restWindowS: envNumber('BENCH_REST_WINDOW_S', 60),
   restIdleS: envNumber('BENCH_REST_IDLE_S', 10),
-  restWarmupS: envNumber('BENCH_REST_WARMUP_S', 42),
+  restWarmupS: envNumber('BENCH_REST_WARMUP_S', 102),
   reconcileIntervalS: envNumber('BENCH_RECONCILE_INTERVAL_S', 60),
   restContenders: [...envList('BENCH_REST_CONTENDERS', '', REST_CONTENDERS)],
   restNodeArgs: [...envList('BENCH_REST_NODE_ARGS', '')],

@@ -5,9 +5,8 @@
 //
 // At rest a periodic reconcile finds every listed instance as its record says, and what it costs
 // then is what the service costs at rest. So the records come from memory (host-records.ts), an
-// entry already found matching the very record object it is compared with again is not decided
-// again (the driver hands back the same objects for an unchanged listing), and nothing is
-// allocated per instance unless it needs a pass.
+// entry like one already found matching the very record object it is compared with is not decided
+// again, and nothing is allocated per instance unless it needs a pass.
 import { performance } from 'node:perf_hooks';
 import type { Policy } from '../model/index.ts';
 import type { InstanceRecord, EngineStore } from '../store/index.ts';
@@ -57,7 +56,7 @@ export class Reconciler {
   private current: Promise<ReconcileReport> | null = null;
   private next: Promise<ReconcileReport> | null = null;
   private timer: NodeJS.Timeout | undefined;
-  /** Records found matching a listing entry, with that entry: the same pair matches again. */
+  /** Records found matching a listing entry, with that entry: an entry like it matches again. */
   private readonly matched = new WeakMap<InstanceRecord, ObservedInstance>();
 
   constructor(private readonly deps: ReconcileDeps) {}
@@ -217,7 +216,11 @@ export class Reconciler {
 
   /** Whether a pass over the listing's entry would decide nothing for this record. */
   private matches(record: InstanceRecord, instance: ObservedInstance, host: string): boolean {
-    if (this.matched.get(record) === instance) return true;
+    // The comparison reads the entry's power state and reason only (unchanged.ts).
+    const before = this.matched.get(record);
+    if (before?.powerState === instance.powerState && before.reason === instance.reason) {
+      return true;
+    }
     if (!listingMatchesRecord(record, instance, host, this.deps.policy)) return false;
     this.matched.set(record, instance);
     return true;

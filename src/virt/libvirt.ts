@@ -162,8 +162,8 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * An unchanged host answers with the same instances, the very same objects: the engine can
-   * tell an entry it has already compared with its record by identity.
+   * The engine lists every period; a host where nothing changed answers with the same bytes,
+   * and those are not decoded and mapped again.
    */
   async listInstances(): Promise<ObservedInstance[]> {
     const from = await this.guard((c) => c.listDomainStates(this.listing?.from ?? null));
