@@ -11,9 +11,11 @@
 // the engine powers the bench's out-of-band starts off again], BENCH_STORM_DOMAINS [10000],
 // BENCH_SETUP_INFLIGHT [64], BENCH_STORM_INFLIGHT [256], BENCH_RECONCILE_RUNS [3],
 // BENCH_REST_INSTANCES [1000], BENCH_REST_WINDOW_S [60], BENCH_REST_IDLE_S [10],
-// BENCH_REST_WARMUP_S [42], BENCH_RECONCILE_INTERVAL_S [60], BENCH_REST_CONTENDERS [all; a comma
+// BENCH_REST_WARMUP_S [102], BENCH_RECONCILE_INTERVAL_S [60], BENCH_REST_CONTENDERS [all; a comma
 // list of libvirtd, node, service, engine, poll10, poll60], BENCH_REST_NODE_ARGS [none; extra node
-// arguments for each contender, e.g. '--cpu-prof --cpu-prof-dir=prof'].
+// arguments for each contender, e.g. '--cpu-prof --cpu-prof-dir=prof'], BENCH_LIBVIRTD_PID [the
+// first libvirtd in /proc; give the private daemon's when BENCH_URI names one with ?socket=, as a
+// shared machine's daemon carries other people's domains and their events].
 // `npm run bench:rest` runs the cost at rest alone.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -59,7 +61,7 @@ const settings = {
   restInstances: envNumber('BENCH_REST_INSTANCES', 1_000),
   restWindowS: envNumber('BENCH_REST_WINDOW_S', 60),
   restIdleS: envNumber('BENCH_REST_IDLE_S', 10),
-  restWarmupS: envNumber('BENCH_REST_WARMUP_S', 42),
+  restWarmupS: envNumber('BENCH_REST_WARMUP_S', 102),
   reconcileIntervalS: envNumber('BENCH_RECONCILE_INTERVAL_S', 60),
   restContenders: [...envList('BENCH_REST_CONTENDERS', '', REST_CONTENDERS)],
   restNodeArgs: [...envList('BENCH_REST_NODE_ARGS', '')],

@@ -8,7 +8,7 @@
 //
 //   node <compiled contender.js> '<ContenderConfig as JSON>'   (with IPC)
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { constants, performance, PerformanceObserver } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import type { Store } from '../../src/store/index.ts';
 import type { SyncEngine } from '../../src/sync/index.ts';
@@ -177,6 +177,38 @@ function startIdle(): { contender: Contender; instances: number } {
   };
 }
 
+/** Longest wait past the warm-up for start-up's heap to be shrunk. */
+const SHRINK_WAIT_MS = 120_000;
+
+/**
+ * hvsync's heap grows while it adopts every instance, and V8's memory reducer shrinks it with a
+ * few major collections once the process goes quiet: 25-80 s after start here, later on a loaded
+ * machine. That is start-up, not rest. Watches from ready for that first major collection; the
+ * returned wait resolves a moment after it (at once if it came during the warm-up), or after
+ * SHRINK_WAIT_MS, and stops watching so the window pays nothing for it.
+ */
+function heapShrunk(): () => Promise<void> {
+  let lastMajorAt: number | null = null;
+  const watch = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const kind = (entry as { detail?: { kind?: number } | null }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) lastMajorAt = performance.now();
+    }
+  });
+  watch.observe({ entryTypes: ['gc'] });
+  return async () => {
+    const deadline = performance.now() + SHRINK_WAIT_MS;
+    // The reducer's collections come in a burst about a second apart.
+    while (
+      performance.now() < deadline &&
+      (lastMajorAt === null || performance.now() - lastMajorAt < 5_000)
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    watch.disconnect();
+  };
+}
+
 function nextMessage(): Promise<ParentMessage> {
   return new Promise((resolve) => {
     const onMessage = (message: unknown): void => {
@@ -199,8 +231,10 @@ async function main(): Promise<void> {
         ? await startPoller(config)
         : await startHvsync(config);
   send({ type: 'ready', instances, setupMs: performance.now() - began });
+  const shrunk = config.kind === 'service' || config.kind === 'engine' ? heapShrunk() : null;
 
   await nextMessage();
+  await shrunk?.();
   const workBefore = contender.work();
   const cpuBefore = process.cpuUsage();
   const windowBegan = performance.now();

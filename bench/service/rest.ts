@@ -32,10 +32,12 @@ export interface RestOptions {
   readonly reconcileIntervalMs: number;
   /**
    * From a contender's ready to its window: start-up is not rest. hvsync's heap grows while it
-   * adopts every instance, and V8's memory reducer collects it some 25-30 s after start (about
-   * 0.15 CPU s for 1,000 instances), so the window opens after that. 42 s also puts the 10 s
-   * poller's ticks at 50..100 s and the 60 s ticks (and hvsync's reconcile) at 60 s, inside a
-   * 60 s window from 42 s.
+   * adopts every instance, and V8's memory reducer collects it some 25-60 s after start (later
+   * on a loaded machine; about 0.15 CPU s for 1,000 instances), so the window opens after that.
+   * 102 s also puts the 10 s poller's ticks at 110..160 s and the 60 s ticks (and hvsync's
+   * reconcile) at 120 s, inside a 60 s window from 102 s. An hvsync contender whose heap has not
+   * been shrunk yet by then opens its window a few seconds after that collection instead (see
+   * heapShrunk in contender.ts); any 60 s window holds one of its reconciles.
    */
   readonly warmupMs: number;
   readonly inflight: number;

@@ -239,6 +239,9 @@ const CLOCK_TICKS = clockTicksPerSecond();
 
 /** The pid of the running libvirtd, or null when none is found in /proc. */
 export function findLibvirtdPid(): number | null {
+  // A private daemon (BENCH_URI with ?socket=) is not necessarily the first libvirtd in /proc.
+  const given = Number(process.env.BENCH_LIBVIRTD_PID);
+  if (Number.isInteger(given) && given > 0) return given;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {

@@ -4,6 +4,7 @@ export {
   type CloseReason,
   type ConnectOptions,
   type DomainStateInfo,
+  type DomainStatesListing,
   type DomainWithState,
   type LifecycleEventMessage,
   type RebootEventMessage,

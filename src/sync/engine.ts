@@ -10,6 +10,7 @@ import type { ActionName, Policy } from '../model/index.ts';
 import { StoreError, type EngineStore, type InstanceRecord } from '../store/index.ts';
 import type { DriverEvent, HypervisorDriver, LifecycleEvent } from '../virt/index.ts';
 import { confirm } from './confirm.ts';
+import { HostRecords } from './host-records.ts';
 import type { ConfirmDeps } from './confirm.ts';
 import { LOOK_AGAIN, mergeWork, passRunner, UNKNOWN } from './pass.ts';
 import type { PassOutcome, Work } from './pass.ts';
@@ -39,6 +40,7 @@ export class SyncEngine {
   private readonly queue: WorkQueue<Work, PassOutcome>;
   private readonly reconciler: Reconciler;
   private readonly tasks: TaskRunner;
+  private readonly records: HostRecords;
 
   private hostName: string | undefined;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -72,7 +74,21 @@ export class SyncEngine {
       touched,
     };
     const confirmState = (uuid: string, probe: boolean) => confirm(confirmDeps, uuid, probe);
-    const write = recordWriter({ store, counters, log, now, onCommit: options.onCommit, touched });
+    const records = new HostRecords({
+      store,
+      hostName: () => this.hostName,
+      fullReadEvery: options.recordsFullReadEvery ?? 10,
+    });
+    this.records = records;
+    const write = recordWriter({
+      store,
+      counters,
+      log,
+      now,
+      onCommit: options.onCommit,
+      touched,
+      records,
+    });
     const track = (work: Promise<unknown>): void => this.track(work);
 
     this.tasks = new TaskRunner({
@@ -140,6 +156,7 @@ export class SyncEngine {
     this.reconciler = new Reconciler({
       driver,
       store,
+      records,
       callTimeoutMs: confirmDeps.callTimeoutMs,
       policy: this.policy,
       counters,
@@ -191,7 +208,7 @@ export class SyncEngine {
       this.connected = this.driver.connected;
       this.hostName ??= await this.driver.hostname();
       await this.reconciler.markHost();
-      await this.tasks.clearLeftovers(await this.reconciler.hostRecords());
+      await this.tasks.clearLeftovers([...(await this.records.readAll()).values()]);
     } catch (error) {
       // Nothing is running yet: leave the engine as it was, so that start can be tried again.
       this.unregister();

@@ -2,21 +2,27 @@
 // queue a pass for each (on the listing's entry when nothing touched the instance since the
 // listing began), probe records the listing lacks, expire tasks nobody runs, and record the
 // host. Runs at start, after a reconnect that may have lost events, and periodically.
+//
+// At rest a periodic reconcile finds every listed instance as its record says, and what it costs
+// then is what the service costs at rest. So the records come from memory (host-records.ts), an
+// entry like one already found matching the very record object it is compared with is not decided
+// again, and nothing is allocated per instance unless it needs a pass.
 import { performance } from 'node:perf_hooks';
 import type { Policy } from '../model/index.ts';
 import type { InstanceRecord, EngineStore } from '../store/index.ts';
-import type { HypervisorDriver } from '../virt/index.ts';
+import type { HypervisorDriver, ObservedInstance } from '../virt/index.ts';
 import { withTimeout } from './calls.ts';
+import type { HostRecords } from './host-records.ts';
 import type { PassOutcome, Work } from './pass.ts';
 import { SyncError } from './types.ts';
 import { listingMatchesRecord } from './unchanged.ts';
 import type { Counters, ReconcileReport, SyncLogger } from './types.ts';
 
-const PAGE = 1_000;
-
 export interface ReconcileDeps {
   readonly driver: HypervisorDriver;
   readonly store: EngineStore;
+  /** This host's records, kept by the engine's writes. */
+  readonly records: HostRecords;
   readonly callTimeoutMs: number;
   /** The deployment's policy; a record's own overrides it. */
   readonly policy: Policy;
@@ -30,7 +36,7 @@ export interface ReconcileDeps {
   /** True while this engine runs a task for the instance. */
   taskRunning(uuid: string): boolean;
   /** Clears tasks nobody runs whose time is up; resolves with how many. */
-  expireTasks(records: readonly InstanceRecord[]): Promise<number>;
+  expireTasks(records: Iterable<InstanceRecord>): Promise<number>;
   /** This host's name, or undefined before the engine knows it. */
   hostName(): string | undefined;
   connected(): boolean;
@@ -50,6 +56,8 @@ export class Reconciler {
   private current: Promise<ReconcileReport> | null = null;
   private next: Promise<ReconcileReport> | null = null;
   private timer: NodeJS.Timeout | undefined;
+  /** Records found matching a listing entry, with that entry: an entry like it matches again. */
+  private readonly matched = new WeakMap<InstanceRecord, ObservedInstance>();
 
   constructor(private readonly deps: ReconcileDeps) {}
 
@@ -113,6 +121,8 @@ export class Reconciler {
     const began = performance.now();
     const startedAt = deps.now();
     const epoch = deps.connectionEpoch();
+    // Whatever lost events may also have lost track of writes: read the records afresh.
+    if (this.needed) deps.records.forget();
     this.needed = false;
     counters.reconcileRuns++;
     try {
@@ -124,29 +134,22 @@ export class Reconciler {
         deps.callTimeoutMs,
         'listInstances',
       );
-      const records = await this.hostRecords();
-      const tasksExpired = await deps.expireTasks(records);
+      const records = await deps.records.read();
+      const tasksExpired = await deps.expireTasks(records.values());
 
       let reconfirmed = 0;
-      const listedUuids = new Set<string>();
-      const recordsByUuid = new Map(records.map((record) => [record.uuid, record]));
+      let listedRecords = 0;
       const host = this.deps.hostName();
       const passes: Promise<PassOutcome>[] = [];
       for (const instance of listing) {
-        listedUuids.add(instance.uuid);
+        const record = records.get(instance.uuid);
+        if (record !== undefined) listedRecords++;
         const fresh =
           !this.touched.has(instance.uuid) &&
           !deps.passPending(instance.uuid) &&
           !deps.taskRunning(instance.uuid);
         if (!fresh) reconfirmed++;
-        const record = fresh ? recordsByUuid.get(instance.uuid) : undefined;
-        if (
-          record &&
-          host !== undefined &&
-          listingMatchesRecord(record, instance, host, deps.policy)
-        ) {
-          continue;
-        }
+        else if (record && host !== undefined && this.matches(record, instance, host)) continue;
         passes.push(
           deps.pass(instance.uuid, {
             cause: 'reconcile',
@@ -158,9 +161,10 @@ export class Reconciler {
         );
       }
       const listedPasses = passes.length;
-      for (const record of records) {
-        // Deleted is final; probing it every period would only cost a lookup each time.
-        if (listedUuids.has(record.uuid) || record.vmState === 'deleted') continue;
+      // Every record was listed (uuids are unique in a listing): nothing to probe.
+      const unlisted =
+        listedRecords === records.size ? [] : this.unlisted(records.values(), listing);
+      for (const record of unlisted) {
         passes.push(
           deps.pass(record.uuid, {
             cause: 'reconcile',
@@ -210,18 +214,27 @@ export class Reconciler {
     }
   }
 
-  /** Every record of this host, read page by page. */
-  async hostRecords(): Promise<InstanceRecord[]> {
-    const host = this.deps.hostName();
-    if (host === undefined) throw new SyncError('not-running', 'engine not started');
-    const all: InstanceRecord[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.deps.store.listInstances({ host, limit: PAGE, after });
-      all.push(...page);
-      if (page.length < PAGE) return all;
-      after = page[page.length - 1]!.uuid;
+  /** Whether a pass over the listing's entry would decide nothing for this record. */
+  private matches(record: InstanceRecord, instance: ObservedInstance, host: string): boolean {
+    // The comparison reads the entry's power state and reason only (unchanged.ts).
+    const before = this.matched.get(record);
+    if (before?.powerState === instance.powerState && before.reason === instance.reason) {
+      return true;
     }
+    if (!listingMatchesRecord(record, instance, host, this.deps.policy)) return false;
+    this.matched.set(record, instance);
+    return true;
+  }
+
+  /** Records the listing lacks; deleted is final, and probing it every period would only cost a lookup. */
+  private unlisted(
+    records: Iterable<InstanceRecord>,
+    listing: readonly ObservedInstance[],
+  ): InstanceRecord[] {
+    const listed = new Set(listing.map((instance) => instance.uuid));
+    return [...records].filter(
+      (record) => !listed.has(record.uuid) && record.vmState !== 'deleted',
+    );
   }
 
   /** Records this host's connection and last reconcile; a failure is logged, never thrown. */

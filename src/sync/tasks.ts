@@ -374,7 +374,7 @@ export class TaskRunner {
    * Clears tasks this engine is not running whose time is up, and picks up the others it can run
    * (recorded while it was away or disconnected); returns how many it cleared.
    */
-  async expire(records: readonly InstanceRecord[]): Promise<number> {
+  async expire(records: Iterable<InstanceRecord>): Promise<number> {
     let expired = 0;
     for (const record of records) {
       if (record.taskState === null || this.has(record.uuid)) continue;

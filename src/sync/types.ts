@@ -60,6 +60,12 @@ export interface SyncEngineOptions {
   readonly policy?: Policy;
   /** Full reconcile period; 0 disables the periodic pass (start and reconnect still reconcile). */
   readonly reconcileIntervalMs?: number;
+  /**
+   * The reconcile reads this host's records from the store in full every this many runs (and
+   * after a disconnect or a failure); in between it trusts the engine's own writes. Default 10;
+   * 1 reads every time. Only writers other than this engine make the difference.
+   */
+  readonly recordsFullReadEvery?: number;
   /** How long a stop-like observation waits for a following event before it is believed. */
   readonly stopSettleMs?: number;
   /** A task still in flight after this long is cleared with an error. */

@@ -2,6 +2,7 @@
 // records a transition, reported as a commit (detection latency for metrics, a debug line).
 import type { InstanceWrite, EngineStore, WriteResult } from '../store/index.ts';
 import type { LifecycleEvent } from '../virt/index.ts';
+import type { HostRecords } from './host-records.ts';
 import type { CommitInfo, Counters, SyncLogger } from './types.ts';
 
 export interface WriteDeps {
@@ -12,6 +13,8 @@ export interface WriteDeps {
   readonly onCommit: ((commit: CommitInfo) => void) | undefined;
   /** Told of every instance written (or tried): the reconciler's freshness. */
   touched(uuid: string): void;
+  /** The reconcile's copy of this host's records, kept current by every write. */
+  readonly records: HostRecords;
 }
 
 export type WriteRecord = (
@@ -21,8 +24,16 @@ export type WriteRecord = (
 
 export function recordWriter(deps: WriteDeps): WriteRecord {
   return async (write, event) => {
-    const result = await deps.store.write(write);
-    deps.touched(write.uuid);
+    let result: WriteResult;
+    try {
+      result = await deps.store.write(write);
+    } catch (error) {
+      deps.records.unsure(write.uuid);
+      throw error;
+    } finally {
+      deps.touched(write.uuid);
+    }
+    deps.records.written(write, result);
     if (!result.ok) {
       if (result.reason === 'conflict') deps.counters.conflicts++;
       return result;

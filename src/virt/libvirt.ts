@@ -12,6 +12,7 @@ import {
   type ConnectOptions,
   type Domain,
   type DomainStateInfo,
+  type DomainStatesListing,
   type LifecycleEventMessage,
 } from '../libvirt/index.ts';
 import { Emitter, type ListenerErrorHook } from '../lib/index.ts';
@@ -107,6 +108,11 @@ export class LibvirtDriver implements HypervisorDriver {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelayMs: number;
   private lastConnectionError: string | null = null;
+  /** The last listing and what it mapped to, reused while the daemon's answer stays the same. */
+  private listing: {
+    readonly from: DomainStatesListing;
+    readonly instances: readonly ObservedInstance[];
+  } | null = null;
 
   constructor(private readonly options: LibvirtDriverOptions = {}) {
     this.uri = options.uri ?? DEFAULT_URI;
@@ -155,9 +161,16 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.guard((c) => c.getHostname());
   }
 
+  /**
+   * The engine lists every period; a host where nothing changed answers with the same bytes,
+   * and those are not decoded and mapped again.
+   */
   async listInstances(): Promise<ObservedInstance[]> {
-    const states = await this.guard((c) => c.getAllDomainStates());
-    return states.map((s) => observed(s.domain, s));
+    const from = await this.guard((c) => c.listDomainStates(this.listing?.from ?? null));
+    if (this.listing?.from !== from) {
+      this.listing = { from, instances: from.domains.map((s) => observed(s.domain, s)) };
+    }
+    return [...this.listing.instances];
   }
 
   /**

@@ -261,3 +261,31 @@ describePrivateLibvirtd('libvirt client when libvirtd dies', (daemon) => {
     await again.close();
   });
 });
+
+// A private daemon: on the machine's, anyone's change to any domain changes the listing.
+describePrivateLibvirtd('libvirt client: a listing that did not change', (daemon) => {
+  test('is recognised by its bytes and handed back as it was; a change is decoded', async () => {
+    const client = await LibvirtClient.connect({ uri: daemon.uri('test') });
+    try {
+      const domain = await client.create(
+        await client.defineXml(testDomainXml(uniqueName('hvsync-listing'))),
+      );
+      const first = await client.listDomainStates();
+      const mine = (listing: typeof first) =>
+        listing.domains.find((s) => s.domain.uuid === domain.uuid);
+      assert.equal(mine(first)?.state, 'running');
+      assert.deepEqual(first.domains, await client.getAllDomainStates());
+      const second = await client.listDomainStates(first);
+      assert.equal(second, first, 'the same listing, not decoded again');
+
+      await client.suspend(domain);
+      const third = await client.listDomainStates(second);
+      assert.notEqual(third, second);
+      assert.equal(mine(third)?.state, 'paused');
+      assert.equal(await client.listDomainStates(third), third);
+      assert.deepEqual((await client.listDomainStates()).domains, third.domains);
+    } finally {
+      await client.close();
+    }
+  });
+});

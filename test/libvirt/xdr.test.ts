@@ -67,6 +67,27 @@ describe('XDR', () => {
     assert.throws(() => new XdrReader(bytes).string(4), /exceeds the maximum 4/);
   });
 
+  test('stringIndex tells which candidate a string is without decoding it, and steps past it', () => {
+    const candidates = [Buffer.from('state.state'), Buffer.from('state.reason')];
+    const bytes = new XdrWriter()
+      .string('state.reason')
+      .string('state.statf')
+      .string('state')
+      .string('state.state')
+      .u32(7)
+      .bytes();
+    const r = new XdrReader(bytes);
+    assert.equal(r.stringIndex(candidates, 100), 1);
+    assert.equal(r.stringIndex(candidates, 100), -1, 'same length, one byte apart');
+    assert.equal(r.stringIndex(candidates, 100), -1, 'a prefix');
+    assert.equal(r.stringIndex(candidates, 100), 0);
+    assert.equal(r.u32(), 7, 'padding stepped over');
+    assert.throws(
+      () => new XdrReader(new XdrWriter().string('state.state').bytes()).stringIndex(candidates, 4),
+      /exceeds the maximum 4/,
+    );
+  });
+
   test('refuses array counts above the maximum or beyond the bytes present', () => {
     const huge = new XdrWriter().u32(0xffffffff).bytes();
     assert.throws(() => new XdrReader(huge).array(16384, 4, (r) => r.i32()), /exceeds the maximum/);

@@ -1,13 +1,21 @@
-// The periodic reconcile at rest: a listing that matches every record costs no per-instance store
-// reads, and a listing that does not still gets its full pass for exactly the instances that
-// changed.
+// The periodic reconcile at rest: a listing that matches every record costs no store reads (the
+// host's records are kept in memory by the engine's own writes), a listing that does not still
+// gets its full pass for exactly the instances that changed, and a record another writer changed
+// is found by the full read the reconcile makes every few runs and after a disconnect.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Store } from '../../src/store/index.ts';
-import { harness, type Harness } from './harness.ts';
+import { harness, waitFor, type Harness } from './harness.ts';
 
-/** The real store, counting the one-record reads that each full pass begins with. */
-function countingReads(store: Store, reads: { count: number }): Store {
+interface Reads {
+  /** One-record reads, each full pass begins with one. */
+  count: number;
+  /** Reads of a whole host's records. */
+  hostLists: number;
+}
+
+/** The real store, counting its reads. */
+function countingReads(store: Store, reads: Reads): Store {
   return new Proxy(store, {
     get(target, property, receiver) {
       if (property === 'getInstance') {
@@ -16,10 +24,30 @@ function countingReads(store: Store, reads: { count: number }): Store {
           return target.getInstance(uuid);
         };
       }
+      if (property === 'listInstances') {
+        return (filter: Parameters<Store['listInstances']>[0]) => {
+          if (filter?.host !== undefined) reads.hostLists++;
+          return target.listInstances(filter);
+        };
+      }
       const value: unknown = Reflect.get(target, property, receiver);
       return typeof value === 'function' ? value.bind(target) : value;
     },
   });
+}
+
+/** Records a running instance as paused past the engine, as a second process on the database would. */
+async function pausedPastTheEngine(h: Harness): Promise<string> {
+  const [uuid] = h.sim.list().map((i) => i.uuid) as [string];
+  const record = await h.record(uuid);
+  const other = await h.store.write({
+    kind: 'update',
+    uuid,
+    expectedVersion: record.version,
+    patch: { powerState: 'paused', powerReason: 'user' },
+  });
+  assert.ok(other.ok);
+  return uuid;
 }
 
 async function withHarness(
@@ -35,25 +63,99 @@ async function withHarness(
 }
 
 describe('engine: reconcile at rest', () => {
-  test('a listing that matches every record reads no record one by one', () => {
-    const reads = { count: 0 };
+  test('a listing that matches every record reads nothing from the store', () => {
+    const reads = { count: 0, hostLists: 0 };
     return withHarness(
       { instances: 40, wrapStore: (store) => countingReads(store, reads) },
       async (h) => {
         await h.quiesce();
         const passesBefore = h.engine.stats.passes;
         reads.count = 0;
-        const report = await h.engine.reconcile();
-        assert.equal(report.listed, 40);
-        assert.equal(report.drift, 0);
+        reads.hostLists = 0;
+        for (let run = 0; run < 3; run++) {
+          const report = await h.engine.reconcile();
+          assert.equal(report.listed, 40);
+          assert.equal(report.drift, 0);
+        }
         assert.equal(reads.count, 0, 'no per-instance read for unchanged instances');
+        assert.equal(reads.hostLists, 0, "the host's records come from memory");
         assert.equal(h.engine.stats.passes, passesBefore, 'no pass for unchanged instances');
       },
     );
   });
 
+  test("the engine's own writes keep the reconcile's records current", () => {
+    const reads = { count: 0, hostLists: 0 };
+    return withHarness(
+      {
+        instances: 4,
+        faults: { dropEventRate: 1 },
+        wrapStore: (store) => countingReads(store, reads),
+      },
+      async (h) => {
+        const [paused] = h.sim.list().map((i) => i.uuid) as [string];
+        h.sim.pause(paused);
+        const created = h.sim.define('created-later', { powerState: 'running' });
+        await h.quiesce();
+        reads.hostLists = 0;
+        const found = await h.engine.reconcile();
+        assert.equal(found.drift, 1);
+        assert.equal(found.adopted, 1);
+        // The drift's write and the adoption went through the engine: the next run knows them.
+        reads.count = 0;
+        const again = await h.engine.reconcile();
+        assert.equal(again.listed, 5);
+        assert.equal(again.drift + again.adopted, 0);
+        assert.equal(reads.count, 0, 'no pass: the written records match');
+        assert.equal(reads.hostLists, 0);
+        assert.equal((await h.record(created)).powerState, 'running');
+      },
+    );
+  });
+
+  test('a record another writer changed is found by the full read every Nth run', () => {
+    const reads = { count: 0, hostLists: 0 };
+    return withHarness(
+      {
+        instances: 3,
+        engine: { recordsFullReadEvery: 2 },
+        wrapStore: (store) => countingReads(store, reads),
+      },
+      async (h) => {
+        await h.quiesce();
+        const uuid = await pausedPastTheEngine(h);
+        reads.hostLists = 0;
+        await h.engine.reconcile();
+        await h.engine.reconcile();
+        assert.equal(reads.hostLists, 1, 'one full read in two runs');
+        assert.equal((await h.record(uuid)).powerState, 'running', 'corrected from the listing');
+        assert.equal(h.engine.stats.driftFound, 1);
+      },
+    );
+  });
+
+  test('after a disconnect the next reconcile reads the store in full', () => {
+    const reads = { count: 0, hostLists: 0 };
+    return withHarness(
+      { instances: 3, wrapStore: (store) => countingReads(store, reads) },
+      async (h) => {
+        await h.quiesce();
+        const uuid = await pausedPastTheEngine(h);
+        reads.hostLists = 0;
+        h.sim.disconnect();
+        h.sim.reconnect();
+        await waitFor(
+          'the reconcile after the reconnect',
+          () => h.engine.ready && reads.hostLists > 0,
+        );
+        await h.quiesce();
+        assert.equal((await h.record(uuid)).powerState, 'running');
+      },
+    );
+  });
+
   test('only the instances that drifted get a pass, and their drift is written', () => {
-    const reads = { count: 0 };
+    const reads = { count: 0, hostLists: 0 };
     return withHarness(
       {
         instances: 20,
