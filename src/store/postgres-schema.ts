@@ -155,12 +155,15 @@ export async function migratePostgres(
         'upgrade hvsync or use a different database',
     );
   }
+  // Each version on its own, not "everything above the highest": a database made by a build that
+  // had 5 but not yet 4 still gets 4.
   for (const migration of ordered) {
-    if (migration.version <= found) continue;
     try {
       await sql.begin(async (tx) => {
         await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY}::bigint)`;
-        if ((await ledgerVersion(tx)) >= migration.version) return;
+        const done = await tx`SELECT 1 FROM schema_migrations
+                              WHERE version = ${migration.version}::integer`;
+        if (done.length > 0) return;
         await tx.unsafe(migration.sql);
         await tx`INSERT INTO schema_migrations (version, name, applied_at)
                  VALUES (${migration.version}::integer, ${migration.name}::text, ${Date.now()}::bigint)`;

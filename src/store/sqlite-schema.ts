@@ -165,6 +165,12 @@ export function migrate(
     'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
   );
   const readVersion = (): number => currentVersion.get()?.v ?? 0;
+  const appliedStatement = db.prepare<[number], { v: number }>(
+    'SELECT version AS v FROM schema_migrations WHERE version = ?',
+  );
+  // Each version on its own, not "everything above the highest": a file made by a build that
+  // had 5 but not yet 4 still gets 4.
+  const applied = (version: number): boolean => appliedStatement.get(version) !== undefined;
 
   const found = readVersion();
   if (found > known) {
@@ -178,7 +184,7 @@ export function migrate(
   const ordered = [...migrations].sort((a, b) => a.version - b.version);
   for (const migration of ordered) {
     const apply = db.transaction(() => {
-      if (readVersion() >= migration.version) return;
+      if (applied(migration.version)) return;
       db.exec(migration.sql);
       record.run(migration.version, migration.name, Date.now());
     });

@@ -13,6 +13,7 @@ import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import { nodeHttpTransport } from '../../src/cli/http-transport.ts';
 import type { ApiInstance } from '../../src/server/index.ts';
+import { createSelfStoppingGuest } from '../support/guest.ts';
 import { describeLibvirt, holdDriverConnection, uniqueName, virsh } from '../support/libvirt.ts';
 import type { HeldConnection } from '../support/libvirt.ts';
 import { describePostgres } from '../support/postgres.ts';
@@ -129,6 +130,75 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
         assert.equal(hostRecord?.connected, true);
       } finally {
         await agent.stop();
+      }
+    });
+
+    test("two hosts' agents: a real QEMU guest powers itself off on one, a user's action reaches the other", async () => {
+      const start = (host: string, uri: string): Promise<RunningAgent> =>
+        startAgent({
+          transport: nodeHttpTransport({ keepAlive: true }),
+          hypervisor: { kind: 'libvirt', uri },
+          server: plane.url,
+          host,
+          journal: join(dir, `${host}.journal`),
+          journalLimit: 10_000,
+          policy: 'observe',
+          reconcileIntervalMs: 0,
+          statusIntervalMs: 500,
+          logger,
+        });
+      const qemuHost = uniqueName('agent-qemu');
+      const testHost = uniqueName('agent-test');
+      const agents = [await start(qemuHost, 'qemu:///system'), await start(testHost, URI)];
+      const guest = await createSelfStoppingGuest({
+        name: uniqueName('hvsync-agent-qemu'),
+        delayMs: 1500,
+      });
+      try {
+        const name = uniqueName('hvsync-agent-b');
+        await defineDomain(name);
+        await virsh(['start', name]);
+        await virsh(['define', guest.xmlPath], 'qemu:///system');
+        await virsh(['start', guest.name], 'qemu:///system');
+
+        // The guest's own poweroff, heard by the agent of its host and recorded as an event.
+        const up = await until('the guest running on its host', async () => {
+          const found = await byName(client, qemuHost, guest.name);
+          return found?.powerState === 'running' ? found : null;
+        });
+        const stopped = await until(
+          'the guest powered itself off',
+          async () => {
+            const record = await client.getInstance(up.uuid);
+            return record.powerState === 'shutoff' ? record : null;
+          },
+          60_000,
+        );
+        assert.equal(stopped.host, qemuHost);
+        assert.equal(stopped.vmState, 'stopped');
+        assert.equal(stopped.powerReason, 'shutdown');
+        const [poweroff] = await client.history(up.uuid, 1);
+        assert.equal(poweroff!.cause, 'event');
+        assert.equal(poweroff!.outOfBand, true);
+
+        // A user's action on the control plane, performed by the other host's agent.
+        const onTest = await until('the test domain running on its host', async () => {
+          const found = await byName(client, testHost, name);
+          return found?.powerState === 'running' ? found : null;
+        });
+        await client.act(onTest.uuid, 'pause');
+        const paused = await until('the pause performed and finished', async () => {
+          const record = await client.getInstance(onTest.uuid);
+          return record.taskState === null && record.powerState === 'paused' ? record : null;
+        });
+        assert.equal(paused.taskError, null);
+        assert.equal(paused.host, testHost);
+        const [action] = await client.history(onTest.uuid, 1);
+        assert.equal(action!.cause, 'action');
+        assert.equal(action!.outOfBand, false);
+      } finally {
+        for (const agent of agents) await agent.stop();
+        await guest.cleanup();
       }
     });
 

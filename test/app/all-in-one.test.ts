@@ -197,8 +197,16 @@ test('npm start without libvirt comes up on the simulated host and serves the AP
     // 'close', not 'exit': npm may exit before node (which holds the same pipes) has said its
     // last line.
     const exited = new Promise((resolve) => child.once('close', resolve));
-    process.kill(-child.pid!, 'SIGINT');
-    const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 15_000);
+    // A group already gone (npm start ended by itself) must not hide why the test failed.
+    const signal = (name: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, name);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+      }
+    };
+    signal('SIGINT');
+    const timer = setTimeout(() => signal('SIGKILL'), 15_000);
     await exited;
     clearTimeout(timer);
     rmSync(dir, { recursive: true, force: true });
