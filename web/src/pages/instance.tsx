@@ -98,8 +98,13 @@ export function InstancePage(props: { api: ApiClient; fleet: Fleet; uuid: string
       </p>
       <h1>
         {instance.name}{' '}
-        <span class={`state s-${instance.powerState}`} data-field="powerState">
+        <span
+          class={`state s-${instance.powerState}`}
+          data-field="powerState"
+          title={instance.powerStateStale ? 'last known: its host is not reporting' : undefined}
+        >
           {instance.powerState}
+          {instance.powerStateStale ? '?' : ''}
         </span>
       </h1>
       {error !== null && (

@@ -284,8 +284,13 @@ function Row({ instance, index }: { instance: ApiInstance; index: number }) {
         <span class={`state s-${instance.vmState}`}>{instance.vmState}</span>
       </td>
       <td>
-        <span class={`state s-${instance.powerState}`} data-field="powerState">
+        <span
+          class={`state s-${instance.powerState}`}
+          data-field="powerState"
+          title={instance.powerStateStale ? 'last known: its host is not reporting' : undefined}
+        >
           {instance.powerState}
+          {instance.powerStateStale ? '?' : ''}
         </span>
         {warning !== null && <span class="pill bad">{warning}</span>}
       </td>

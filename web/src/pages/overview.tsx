@@ -107,7 +107,11 @@ export function OverviewPage(props: { api: ApiClient; fleet: Fleet }) {
             <tr>
               <th scope="col">Host</th>
               <th scope="col">Driver</th>
+              <th scope="col">Agent</th>
               <th scope="col">Connection</th>
+              <th scope="col" class="num">
+                Backlog
+              </th>
               <th scope="col">Last seen</th>
               <th scope="col">Last reconcile</th>
               <th scope="col" class="num">
@@ -129,6 +133,12 @@ export function OverviewPage(props: { api: ApiClient; fleet: Fleet }) {
                   <th scope="row">{host.name}</th>
                   <td>{host.driver}</td>
                   <td>
+                    {/* An unreachable host's power states are its last known, not believed. */}
+                    <span class={`pill ${host.reachable ? 'ok' : 'bad'}`}>
+                      {host.reachable ? 'reporting' : 'unreachable'}
+                    </span>
+                  </td>
+                  <td>
                     <span class={`pill ${host.connected ? 'ok' : 'bad'}`}>
                       {host.connected ? 'connected' : 'disconnected'}
                     </span>
@@ -136,6 +146,7 @@ export function OverviewPage(props: { api: ApiClient; fleet: Fleet }) {
                       <div class="hint">{host.connectionError}</div>
                     )}
                   </td>
+                  <td class="num">{count(host.backlog)}</td>
                   <td>{ago(host.lastSeenAt)}</td>
                   <td>{host.lastReconcileAt === null ? 'never' : ago(host.lastReconcileAt)}</td>
                   <td class="num">{count(tally?.instances ?? 0)}</td>
@@ -146,7 +157,7 @@ export function OverviewPage(props: { api: ApiClient; fleet: Fleet }) {
             })}
             {hosts !== null && hosts.length === 0 && (
               <tr>
-                <td colSpan={8}>No host has reported yet.</td>
+                <td colSpan={10}>No host has reported yet.</td>
               </tr>
             )}
           </tbody>
