@@ -1,0 +1,96 @@
+// The fleet benchmark's moving parts: agent processes driven over IPC, replicas that can be
+// stopped and started again on their own ports, and CPU readings of processes by pid.
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { startServerProcess, type ServerProcess } from '../../test/support/server-process.ts';
+import { processCpuSeconds } from '../service/support.ts';
+import type { FromParent, FromWorker, WorkerReport } from './messages.ts';
+
+const tsxLoader = import.meta.resolve('tsx');
+const workerFile = fileURLToPath(new URL('./agents.ts', import.meta.url));
+
+/** One process of simulated hosts; requests are answered in order. */
+export class AgentProcess {
+  readonly child: ChildProcess;
+  private readonly waiting: { resolve(message: FromWorker): void; reject(error: Error): void }[] =
+    [];
+  private readonly ready: Promise<void>;
+
+  constructor() {
+    this.child = fork(workerFile, [], {
+      execArgv: ['--import', tsxLoader],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let readyResolve!: () => void;
+    this.ready = new Promise((resolve) => (readyResolve = resolve));
+    this.child.on('message', (message: FromWorker) => {
+      if (message.kind === 'ready') readyResolve();
+      else if (message.kind === 'error') {
+        this.waiting.shift()?.reject(new Error(`agent process: ${message.message}`));
+      } else this.waiting.shift()?.resolve(message);
+    });
+  }
+
+  async ask(message: FromParent): Promise<FromWorker> {
+    await this.ready;
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.child.send(message);
+    });
+  }
+
+  async report(): Promise<WorkerReport> {
+    const answer = await this.ask({ kind: 'report' });
+    if (answer.kind !== 'report') throw new Error(`expected a report, got ${answer.kind}`);
+    return answer;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 30_000);
+    await this.ask({ kind: 'stop' }).catch(() => {});
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** A `hvsync server` replica that keeps its port across a stop and start. */
+export class Replica {
+  private process: ServerProcess | null = null;
+  url = '';
+
+  constructor(private readonly args: readonly string[]) {}
+
+  get pid(): number | undefined {
+    return this.process?.child.pid;
+  }
+
+  async start(): Promise<string> {
+    const listen = this.url === '' ? '127.0.0.1:0' : new URL(this.url).host;
+    this.process = startServerProcess([...this.args, '--listen', listen]);
+    this.url = await this.process.started();
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    await this.process?.stop();
+    this.process = null;
+  }
+}
+
+/** CPU time of every PostgreSQL process on the machine (its backends included), seconds. */
+export function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
+      total += processCpuSeconds(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return total;
+}

@@ -1,0 +1,43 @@
+// What the fleet benchmark's parent and its agent processes say to each other over IPC.
+
+/**
+ * uuid, record version the control plane gave the commit, the event's observedAt, the power state
+ * it recorded, and which replica the agent wrote to.
+ */
+export type CommitSample = [string, number, number, string, number];
+
+export type FromParent =
+  | {
+      readonly kind: 'start';
+      /** Host names, each with the index in `servers` of the replica its agent talks to. */
+      readonly hosts: readonly (readonly [string, number])[];
+      readonly servers: readonly string[];
+      readonly token: string;
+      readonly instances: number;
+      /** Keep one commit in this many for the latency match. */
+      readonly sampleEvery: number;
+    }
+  /** Out-of-band changes per second on each host; 0 stops the workload. */
+  | { readonly kind: 'rate'; readonly perHost: number; readonly tickMs: number }
+  | { readonly kind: 'report' }
+  | { readonly kind: 'stop' };
+
+export type WorkerReport = {
+  readonly kind: 'report';
+  readonly agents: number;
+  /** process.cpuUsage() user + system since the process started. */
+  readonly cpuMs: number;
+  readonly rss: number;
+  readonly backlog: number;
+  readonly hostsWithBacklog: number;
+  readonly reachable: number;
+  /** Samples since the last report. */
+  readonly samples: CommitSample[];
+};
+
+export type FromWorker =
+  | { readonly kind: 'ready' }
+  | { readonly kind: 'started' }
+  | { readonly kind: 'ok' }
+  | WorkerReport
+  | { readonly kind: 'error'; readonly message: string };
