@@ -13,6 +13,7 @@
 //   FLEET_SECONDS=60  FLEET_REST=60  FLEET_OUTAGE=60   phase lengths, seconds
 //   FLEET_PROCESSES=4                      processes the agents are spread over
 //   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
@@ -109,8 +110,13 @@ const replicaArgs = [
 const replicas = [new Replica(replicaArgs), new Replica(replicaArgs)];
 const workers = Array.from({ length: PROCESSES }, () => new AgentProcess());
 
+/** Commit samples the agents handed over with their reports, for the phase under way. */
+let collected: CommitSample[] = [];
+
 async function reports(): Promise<WorkerReport[]> {
-  return Promise.all(workers.map((worker) => worker.report()));
+  const all = await Promise.all(workers.map((worker) => worker.report()));
+  for (const report of all) for (const sample of report.samples) collected.push(sample);
+  return all;
 }
 
 async function cpuNow(): Promise<CpuReading> {
@@ -158,7 +164,6 @@ interface PhaseResult {
   readonly offered: number;
   readonly committedPerSecond: number;
   readonly latency: ReturnType<typeof summarize>;
-  readonly latencyNoStop: ReturnType<typeof summarize>;
   readonly unmatched: number;
   readonly get: ReturnType<typeof summarize>;
   readonly shares: Record<string, number>;
@@ -173,15 +178,14 @@ async function loadPhase(
   getClient: HvsyncClient,
 ): Promise<PhaseResult> {
   say(`-- ${name}: ${rate} operations/s for ${SECONDS} s`);
-  await reports(); // drop samples from before
   await setRate(rate);
   await sleep(WARMUP_SECONDS * 1000);
   for (const watcher of watchers) {
     watcher.received.clear();
     watcher.recording = true;
   }
-  await reports();
   const fromCpu = await cpuNow();
+  collected = [];
   const fromRevisions = watchers[1]!.revisions;
   const getLatencies: number[] = [];
   let running = true;
@@ -215,11 +219,11 @@ async function loadPhase(
   const all = await reports();
   for (const watcher of watchers) watcher.recording = false;
   // Samples: taken by the agents from commits they made while the watchers were recording.
-  const samples: CommitSample[] = all.flatMap((report) => report.samples);
+  const samples = collected;
+  collected = [];
   const latencies: number[] = [];
-  const latenciesNoStop: number[] = [];
   let unmatched = 0;
-  for (const [uuid, version, observedAt, to, wroteTo] of samples) {
+  for (const [uuid, version, observedAt, , wroteTo] of samples) {
     if (observedAt < fromCpu.at) continue;
     const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
     if (seen === undefined) {
@@ -227,7 +231,6 @@ async function loadPhase(
       continue;
     }
     latencies.push(seen - observedAt);
-    if (to !== 'shutoff') latenciesNoStop.push(seen - observedAt);
   }
   for (const watcher of watchers) watcher.received.clear();
   const result: PhaseResult = {
@@ -235,7 +238,6 @@ async function loadPhase(
     offered: rate,
     committedPerSecond: committed / ((toCpu.at - fromCpu.at) / 1000),
     latency: summarize(latencies),
-    latencyNoStop: summarize(latenciesNoStop),
     unmatched,
     get: summarize(getLatencies),
     shares: cpuShares(fromCpu, toCpu),
@@ -245,8 +247,7 @@ async function loadPhase(
   say(
     `   committed ${fmt(result.committedPerSecond, 0)}/s; event → other replica's watch ` +
       `p50 ${fmt(result.latency.p50)} ms p99 ${fmt(result.latency.p99)} ms ` +
-      `(not shut off: p50 ${fmt(result.latencyNoStop.p50)} p99 ${fmt(result.latencyNoStop.p99)}; ` +
-      `${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
+      `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
   );
   say(`   CPU (% of one core): ${sharesLine(result.shares)}; load ${fmt(result.load)}`);
   return result;
@@ -264,6 +265,9 @@ try {
   );
   const urls = await Promise.all(replicas.map((replica) => replica.start()));
   const clients = urls.map((server) => new HvsyncClient({ server, token: TOKEN, keepAlive: true }));
+
+  // The processes' own memory before any agent, so that RSS per instance is the agents' share.
+  const baseRss = (await reports()).reduce((sum, report) => sum + report.rss, 0);
 
   // ---- first sync: every agent lists its (empty) records and creates its instances' ----------
   const started = Date.now();
@@ -308,11 +312,11 @@ try {
   const restShares = cpuShares(restFrom, restTo);
   const per100 = (HOSTS * INSTANCES) / 100;
   const agentCpuPer100 = restShares.agents! / per100;
-  const agentRssPer100 = rss / per100 / MIB;
+  const agentRssPer100 = (rss - baseRss) / per100 / MIB;
   say(
     `rest (${REST_SECONDS} s, no workload): agents ${fmt(restShares.agents!, 1)}% of a core and ` +
-      `${fmt(rss / MIB, 0)} MiB RSS in all → per 100 instances ${fmt(agentCpuPer100, 3)}% CPU, ` +
-      `${fmt(agentRssPer100, 2)} MiB RSS`,
+      `${fmt(rss / MIB, 0)} MiB RSS in all (${fmt(baseRss / MIB, 0)} MiB before any agent) → ` +
+      `per 100 instances ${fmt(agentCpuPer100, 3)}% CPU, ${fmt(agentRssPer100, 2)} MiB RSS`,
   );
   say(`   CPU (% of one core): ${sharesLine(restShares)}`);
 
@@ -375,10 +379,6 @@ try {
       `${fmt(low.latency.p50)} / ${fmt(low.latency.p99)} ms`,
     ],
     [
-      'same, not shut off (no stop settle), low rate',
-      `${fmt(low.latencyNoStop.p50)} / ${fmt(low.latencyNoStop.p99)} ms`,
-    ],
-    [
       'event → other replica watch p50 / p99, top rate',
       `${fmt(top.latency.p50)} / ${fmt(top.latency.p99)} ms`,
     ],
@@ -391,9 +391,14 @@ try {
       `${fmt(drainSeconds)} s (${backlogPeak} entries)`,
     ],
     ['agent CPU at rest per 100 instances', `${fmt(agentCpuPer100, 3)}% of a core`],
-    ['agent RSS per 100 instances', `${fmt(agentRssPer100, 2)} MiB`],
+    ["agent RSS per 100 instances (processes' own base left out)", `${fmt(agentRssPer100, 2)} MiB`],
     ['load average (1 min) at the top rate', fmt(top.load)],
   ];
+  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  writeFileSync(
+    new URL('./results/fleet.json', import.meta.url),
+    `${JSON.stringify({ lines, rows: Object.fromEntries(rows) }, null, 2)}\n`,
+  );
   console.log('');
   console.log('| measure | result |');
   console.log('|---|---|');
@@ -406,6 +411,7 @@ try {
         ? `The committed rate did not follow the offered rate: saturated, with ${busiest[0]![0]} the busiest.`
         : 'The committed rate followed the offered rate: not saturated at this rate.'),
   );
+  console.log('written to bench/results/fleet.json');
 } catch (error) {
   failed = true;
   console.error(error);

@@ -11,7 +11,7 @@ import { HvsyncClient } from '../../src/client/index.ts';
 import type { InstanceWrite, WriteResult } from '../../src/store/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';
 import { SimDriver, SimHypervisor } from '../../src/virt/index.ts';
-import type { CommitSample, FromParent, FromWorker, WorkerReport } from './messages.ts';
+import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
 
 interface Agent {
   readonly host: string;
@@ -29,8 +29,8 @@ let samples: CommitSample[] = [];
 let sampleEvery = 10;
 let counter = 0;
 
-function send(message: FromWorker): void {
-  process.send!(message);
+function reply(answer: Reply): void {
+  process.send!(answer);
 }
 
 function seedOf(host: string): number {
@@ -106,7 +106,8 @@ function report(): WorkerReport {
   return out;
 }
 
-process.on('message', (message: FromParent) => {
+process.on('message', ({ id, message }: Request) => {
+  const send = (answer: FromWorker): void => reply({ id, message: answer });
   void (async () => {
     try {
       switch (message.kind) {
@@ -168,4 +169,4 @@ process.on('message', (message: FromParent) => {
     }
   })();
 });
-send({ kind: 'ready' });
+reply({ id: 'ready' });

@@ -5,7 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startServerProcess, type ServerProcess } from '../../test/support/server-process.ts';
 import { processCpuSeconds } from '../service/support.ts';
-import type { FromParent, FromWorker, WorkerReport } from './messages.ts';
+import type { FromParent, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
 
 const tsxLoader = import.meta.resolve('tsx');
 const workerFile = fileURLToPath(new URL('./agents.ts', import.meta.url));
@@ -13,8 +13,11 @@ const workerFile = fileURLToPath(new URL('./agents.ts', import.meta.url));
 /** One process of simulated hosts; requests are answered in order. */
 export class AgentProcess {
   readonly child: ChildProcess;
-  private readonly waiting: { resolve(message: FromWorker): void; reject(error: Error): void }[] =
-    [];
+  private readonly waiting = new Map<
+    number,
+    { resolve(message: FromWorker): void; reject(error: Error): void }
+  >();
+  private nextId = 0;
   private readonly ready: Promise<void>;
 
   constructor() {
@@ -24,19 +27,26 @@ export class AgentProcess {
     });
     let readyResolve!: () => void;
     this.ready = new Promise((resolve) => (readyResolve = resolve));
-    this.child.on('message', (message: FromWorker) => {
-      if (message.kind === 'ready') readyResolve();
-      else if (message.kind === 'error') {
-        this.waiting.shift()?.reject(new Error(`agent process: ${message.message}`));
-      } else this.waiting.shift()?.resolve(message);
+    this.child.on('message', (reply: Reply) => {
+      if (reply.id === 'ready') {
+        readyResolve();
+        return;
+      }
+      const waiter = this.waiting.get(reply.id);
+      this.waiting.delete(reply.id);
+      const { message } = reply;
+      if (message.kind === 'error') waiter?.reject(new Error(`agent process: ${message.message}`));
+      else waiter?.resolve(message);
     });
   }
 
   async ask(message: FromParent): Promise<FromWorker> {
     await this.ready;
+    const id = (this.nextId += 1);
     return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.child.send(message);
+      this.waiting.set(id, { resolve, reject });
+      const request: Request = { id, message };
+      this.child.send(request);
     });
   }
 

@@ -36,8 +36,16 @@ export type WorkerReport = {
 };
 
 export type FromWorker =
-  | { readonly kind: 'ready' }
   | { readonly kind: 'started' }
   | { readonly kind: 'ok' }
   | WorkerReport
   | { readonly kind: 'error'; readonly message: string };
+
+/** A request and its answer carry the same id: a report may overtake a long start. */
+export interface Request {
+  readonly id: number;
+  readonly message: FromParent;
+}
+
+export type Reply =
+  { readonly id: number; readonly message: FromWorker } | { readonly id: 'ready' };
