@@ -23,7 +23,9 @@ interface Agent {
 }
 
 const logger = pino({ level: process.env.FLEET_AGENT_LOG ?? 'silent' });
-const dir = mkdtempSync(join(tmpdir(), 'hvsync-fleet-'));
+// Journals on the disk by default, as on a host; FLEET_JOURNAL_DIR=/dev/shm takes the fsyncs out.
+const dir = mkdtempSync(join(process.env.FLEET_JOURNAL_DIR ?? tmpdir(), 'hvsync-fleet-'));
+let elu = performance.eventLoopUtilization();
 const agents: Agent[] = [];
 let samples: CommitSample[] = [];
 let sampleEvery = 10;
@@ -86,13 +88,20 @@ function report(): WorkerReport {
   let backlog = 0;
   let hostsWithBacklog = 0;
   let reachable = 0;
+  let events = 0;
   for (const agent of agents) {
+    events += agent.sim.stats.eventsEmitted;
     const stats = agent.remote.stats;
     backlog += stats.backlog;
     if (stats.backlog > 0) hostsWithBacklog += 1;
     if (stats.reachable) reachable += 1;
   }
+  // Busy share of the event loop since the last report: near 1 with little CPU time means the
+  // thread waits in synchronous calls (the journals' fsyncs), not in JavaScript.
+  const loop = performance.eventLoopUtilization(elu);
+  elu = performance.eventLoopUtilization();
   const out: WorkerReport = {
+    loopBusy: loop.utilization,
     kind: 'report',
     agents: agents.length,
     cpuMs: (cpu.user + cpu.system) / 1000,
@@ -100,6 +109,7 @@ function report(): WorkerReport {
     backlog,
     hostsWithBacklog,
     reachable,
+    events,
     samples,
   };
   samples = [];

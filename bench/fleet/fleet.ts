@@ -90,17 +90,32 @@ export class Replica {
   }
 }
 
-/** CPU time of every PostgreSQL process on the machine (its backends included), seconds. */
-export function postgresCpuSeconds(): number {
+/**
+ * CPU time of the PostgreSQL backends serving `database` (their process title names it),
+ * seconds; the server's shared background processes serve everyone and are left out.
+ */
+export function postgresCpuSeconds(database: string): number {
   let total = 0;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(` ${database} `)) continue;
       total += processCpuSeconds(Number(entry));
     } catch {
       // The process ended while we looked.
     }
   }
   return total;
+}
+
+/** CPU seconds every core of the machine spent busy since boot (/proc/stat), whoever used them. */
+export function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const [user, nice, system, , iowait, irq, softirq, steal] = line
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  void iowait;
+  return (user! + nice! + system! + irq! + softirq! + steal!) / 100;
 }

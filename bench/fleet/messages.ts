@@ -31,6 +31,10 @@ export type WorkerReport = {
   readonly backlog: number;
   readonly hostsWithBacklog: number;
   readonly reachable: number;
+  /** Lifecycle events the simulated hypervisors emitted, since they started. */
+  readonly events: number;
+  /** Event loop utilisation since the previous report, 0..1. */
+  readonly loopBusy: number;
   /** Samples since the last report. */
   readonly samples: CommitSample[];
 };
