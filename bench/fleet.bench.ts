@@ -238,16 +238,19 @@ async function loadPhase(
   })();
   const window = SECONDS - WARMUP_SECONDS;
   let lastRevisions = fromRevisions;
+  let lastAt = Date.now();
   const loopBusyAll: number[] = [];
   for (let elapsed = 0; elapsed < window; elapsed += 5) {
     const step = Math.min(5, window - elapsed);
     await sleep(step * 1000);
     const now = watchers[1]!.revisions;
+    const seconds = (Date.now() - lastAt) / 1000;
+    lastAt = Date.now();
     const latest = await reports();
     const backlog = latest.reduce((sum, report) => sum + report.backlog, 0);
     loopBusyAll.push(...latest.map((report) => report.loopBusy));
     progress(
-      `   ${name}: ${elapsed + step}/${window} s, ${Math.round((now - lastRevisions) / step)} commits/s, ` +
+      `   ${name}: ${elapsed + step}/${window} s, ${Math.round((now - lastRevisions) / seconds)} commits/s, ` +
         `journal backlog ${backlog}, agent event loops busy ${loopBusy(latest)}, ` +
         `load ${loadavg()[0]!.toFixed(1)}`,
     );
@@ -398,7 +401,9 @@ try {
   const drainSeconds = await drained('drain', 600_000);
   say(
     `outage: ${backlogPeak} journalled observations at the restart (workload stopped then); ` +
-      `every agent's backlog 0 after ${fmt(drainSeconds)} s`,
+      (Number.isNaN(drainSeconds)
+        ? `NOT drained after 600 s (${(await reports()).reduce((sum, report) => sum + report.backlog, 0)} left)`
+        : `every agent's backlog 0 after ${fmt(drainSeconds)} s`),
   );
 
   // ---- the table -----------------------------------------------------------------------------
@@ -430,7 +435,7 @@ try {
     ],
     [
       `backlog drain after a ${OUTAGE_SECONDS} s outage`,
-      `${fmt(drainSeconds)} s (${backlogPeak} entries)`,
+      `${Number.isNaN(drainSeconds) ? 'not within 600 s' : `${fmt(drainSeconds)} s`} (${backlogPeak} entries)`,
     ],
     ['agent CPU at rest per 100 instances', `${fmt(agentCpuPer100, 3)}% of a core`],
     ["agent RSS per 100 instances (processes' own base left out)", `${fmt(agentRssPer100, 2)} MiB`],
