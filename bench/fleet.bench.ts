@@ -12,6 +12,7 @@
 //   FLEET_LOW_RATE=FLEET_RATE/5            the rate below saturation
 //   FLEET_SECONDS=60  FLEET_REST=60  FLEET_OUTAGE=60   phase lengths, seconds
 //   FLEET_PROCESSES=4                      processes the agents are spread over
+//   FLEET_JOURNAL_DIR=/dev/shm             the agents' journals off the disk (default: the temp dir)
 //   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
