@@ -1,0 +1,482 @@
+// A fleet against two control-plane replicas: FLEET_HOSTS simulated hosts (agents as `hvsync
+// agent --sim` composes them, many to a process) of FLEET_INSTANCES instances each, writing half
+// to one `hvsync server` replica and half to the other, both on one fresh PostgreSQL database.
+// Phases: the first sync (every record created), rest (workload off: agent CPU and memory per
+// 100 instances), load at a low and at the top rate (transitions committed per second, event →
+// visible on the other replica's watch, GET /v1/instances?limit=100 under load, CPU of every
+// process), then a control-plane outage and the time the agents take to drain their journals.
+//
+//   npm run bench:fleet
+//   FLEET_HOSTS=1000 FLEET_INSTANCES=100   the fleet (100,000 instances)
+//   FLEET_RATE=5000                        top rate: out-of-band operations per second, fleet-wide
+//   FLEET_LOW_RATE=FLEET_RATE/5            the rate below saturation
+//   FLEET_SECONDS=60  FLEET_REST=60  FLEET_OUTAGE=60   phase lengths, seconds
+//   FLEET_PROCESSES=4                      processes the agents are spread over
+//   FLEET_JOURNAL_DIR=/dev/shm             the agents' journals off the disk (default: the temp dir)
+//   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres from 'postgres';
+import { HvsyncClient } from '../src/cli/client.ts';
+import { AgentProcess, machineBusySeconds, postgresCpuSeconds, Replica } from './fleet/fleet.ts';
+import type { CommitSample, WorkerReport } from './fleet/messages.ts';
+import {
+  envNumber,
+  MIB,
+  processCpuSeconds,
+  progress,
+  round,
+  summarize,
+} from './service/support.ts';
+
+const HOSTS = envNumber('FLEET_HOSTS', 1000);
+const INSTANCES = envNumber('FLEET_INSTANCES', 100);
+const TOP_RATE = envNumber('FLEET_RATE', 5000);
+const LOW_RATE = envNumber('FLEET_LOW_RATE', TOP_RATE / 5);
+const SECONDS = envNumber('FLEET_SECONDS', 60);
+const REST_SECONDS = envNumber('FLEET_REST', 60);
+const OUTAGE_SECONDS = envNumber('FLEET_OUTAGE', 60);
+const PROCESSES = Math.max(1, Math.min(HOSTS, envNumber('FLEET_PROCESSES', 4)));
+const SAMPLE_EVERY = envNumber('FLEET_SAMPLE_EVERY', 10);
+const WARMUP_SECONDS = Math.min(10, SECONDS / 4);
+const TOKEN = 'fleet-bench-admin-token';
+const adminUrl = process.env.HVSYNC_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+const lines: string[] = [];
+function say(line: string): void {
+  lines.push(line);
+  console.log(line);
+}
+const fmt = (value: number, digits = 1): string =>
+  Number.isFinite(value) ? String(round(value, digits)) : '—';
+
+/** Receive time (epoch ms) of each uuid/version a replica's full watch delivers, while asked. */
+class Watcher {
+  revisions = 0;
+  recording = false;
+  readonly received = new Map<string, number>();
+  private readonly abort = new AbortController();
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(private readonly client: HvsyncClient) {}
+
+  async start(): Promise<void> {
+    const stream = await this.client.watch({ signal: this.abort.signal });
+    this.running = (async () => {
+      try {
+        for await (const message of stream) {
+          if (message.kind === 'end') return;
+          this.revisions += 1;
+          if (this.recording) {
+            const { uuid, version } = message.change.instance;
+            this.received.set(`${uuid}/${version}`, Date.now());
+          }
+        }
+      } catch {
+        // The replica went away (the outage phase); a new watcher follows it back.
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.running;
+  }
+}
+
+interface CpuReading {
+  readonly at: number;
+  readonly replicas: number[];
+  readonly agents: number;
+  readonly postgres: number;
+  readonly bench: number;
+  /** Lifecycle events the simulated hosts emitted so far. */
+  readonly events: number;
+  readonly machine: number;
+}
+
+const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+const dbName = `hvsync_bench_fleet_${process.pid}`;
+await admin.unsafe(`CREATE DATABASE ${dbName}`);
+const dbUrl = new URL(adminUrl);
+dbUrl.pathname = `/${dbName}`;
+const replicaArgs = [
+  '--db',
+  dbUrl.toString(),
+  '--token',
+  TOKEN,
+  '--max-watchers',
+  String(HOSTS + 100),
+  '--log-level',
+  'info',
+];
+const replicas = [new Replica(replicaArgs), new Replica(replicaArgs)];
+const workers = Array.from({ length: PROCESSES }, () => new AgentProcess());
+
+/** Commit samples the agents handed over with their reports, for the phase under way. */
+let collected: CommitSample[] = [];
+
+async function reports(): Promise<WorkerReport[]> {
+  const all = await Promise.all(workers.map((worker) => worker.report()));
+  for (const report of all) for (const sample of report.samples) collected.push(sample);
+  return all;
+}
+
+async function cpuNow(): Promise<CpuReading> {
+  const all = await reports();
+  return {
+    at: Date.now(),
+    replicas: replicas.map((replica) =>
+      replica.pid === undefined ? 0 : processCpuSeconds(replica.pid),
+    ),
+    agents: all.reduce((sum, report) => sum + report.cpuMs / 1000, 0),
+    postgres: postgresCpuSeconds(dbName),
+    bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+    events: all.reduce((sum, report) => sum + report.events, 0),
+    machine: machineBusySeconds(),
+  };
+}
+
+/** Per cent of one core each part used between two readings. */
+function cpuShares(from: CpuReading, to: CpuReading): Record<string, number> {
+  const seconds = (to.at - from.at) / 1000;
+  const share = (a: number, b: number): number => ((b - a) / seconds) * 100;
+  const ours =
+    to.replicas.reduce((a, b) => a + b, 0) -
+    from.replicas.reduce((a, b) => a + b, 0) +
+    (to.agents - from.agents) +
+    (to.postgres - from.postgres) +
+    (to.bench - from.bench);
+  return {
+    'replica A': share(from.replicas[0]!, to.replicas[0]!),
+    'replica B': share(from.replicas[1]!, to.replicas[1]!),
+    agents: share(from.agents, to.agents),
+    postgres: share(from.postgres, to.postgres),
+    'bench (watchers, GETs)': share(from.bench, to.bench),
+    "the machine's other work": share(ours, to.machine - from.machine),
+  };
+}
+
+function sharesLine(shares: Record<string, number>): string {
+  return Object.entries(shares)
+    .map(([name, value]) => `${name} ${fmt(value, 0)}%`)
+    .join(', ');
+}
+
+function loopBusy(all: readonly WorkerReport[]): string {
+  return all.map((report) => `${Math.round(report.loopBusy * 100)}%`).join(' ');
+}
+
+/** Waits (at most `limitMs`) until no agent holds unsent observations; seconds taken, or NaN. */
+async function drained(what: string, limitMs: number): Promise<number> {
+  const from = Date.now();
+  let last = 0;
+  for (;;) {
+    const all = await reports();
+    const backlog = all.reduce((sum, report) => sum + report.backlog, 0);
+    if (backlog === 0) return (Date.now() - from) / 1000;
+    if (Date.now() - from > limitMs) return Number.NaN;
+    if (Date.now() - last >= 5_000) {
+      last = Date.now();
+      const hosts = all.reduce((sum, report) => sum + report.hostsWithBacklog, 0);
+      progress(
+        `   ${what}: ${Math.round((Date.now() - from) / 1000)} s, backlog ${backlog} on ${hosts} hosts`,
+      );
+    }
+    await sleep(250);
+  }
+}
+
+async function setRate(opsPerSecond: number): Promise<void> {
+  const perHost = opsPerSecond / HOSTS;
+  // Each host's workload wakes up often enough to keep its rate, rarely enough that a thousand
+  // hosts' timers do not become the load.
+  const tickMs = perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
+  await Promise.all(workers.map((worker) => worker.ask({ kind: 'rate', perHost, tickMs })));
+}
+
+interface PhaseResult {
+  readonly name: string;
+  readonly offered: number;
+  readonly committedPerSecond: number;
+  readonly eventsPerSecond: number;
+  readonly latency: ReturnType<typeof summarize>;
+  readonly unmatched: number;
+  readonly get: ReturnType<typeof summarize>;
+  readonly shares: Record<string, number>;
+  readonly backlogAtEnd: number;
+  readonly load: number;
+  /** Mean event loop utilisation of the agent processes over the window. */
+  readonly loopBusy: number;
+}
+
+async function loadPhase(
+  name: string,
+  rate: number,
+  watchers: readonly Watcher[],
+  getClient: HvsyncClient,
+): Promise<PhaseResult> {
+  say(`-- ${name}: ${rate} operations/s for ${SECONDS} s`);
+  await setRate(rate);
+  await sleep(WARMUP_SECONDS * 1000);
+  for (const watcher of watchers) {
+    watcher.received.clear();
+    watcher.recording = true;
+  }
+  const fromCpu = await cpuNow();
+  collected = [];
+  const fromRevisions = watchers[1]!.revisions;
+  const getLatencies: number[] = [];
+  let running = true;
+  const getter = (async () => {
+    while (running) {
+      const started = performance.now();
+      await getClient.listInstances({ limit: 100 });
+      getLatencies.push(performance.now() - started);
+      await sleep(20);
+    }
+  })();
+  const window = SECONDS - WARMUP_SECONDS;
+  let lastRevisions = fromRevisions;
+  let lastAt = Date.now();
+  const loopBusyAll: number[] = [];
+  for (let elapsed = 0; elapsed < window; elapsed += 5) {
+    const step = Math.min(5, window - elapsed);
+    await sleep(step * 1000);
+    const now = watchers[1]!.revisions;
+    const seconds = (Date.now() - lastAt) / 1000;
+    lastAt = Date.now();
+    const latest = await reports();
+    const backlog = latest.reduce((sum, report) => sum + report.backlog, 0);
+    loopBusyAll.push(...latest.map((report) => report.loopBusy));
+    progress(
+      `   ${name}: ${elapsed + step}/${window} s, ${Math.round((now - lastRevisions) / seconds)} commits/s, ` +
+        `journal backlog ${backlog}, agent event loops busy ${loopBusy(latest)}, ` +
+        `load ${loadavg()[0]!.toFixed(1)}`,
+    );
+    lastRevisions = now;
+  }
+  const toCpu = await cpuNow();
+  const committed = watchers[1]!.revisions - fromRevisions;
+  running = false;
+  await getter;
+  await setRate(0);
+  await sleep(2_000); // let the last commits reach the watchers
+  const all = await reports();
+  const backlog = all.reduce((sum, report) => sum + report.backlog, 0);
+  for (const watcher of watchers) watcher.recording = false;
+  // Samples: taken by the agents from commits they made while the watchers were recording.
+  const samples = collected;
+  collected = [];
+  const latencies: number[] = [];
+  let unmatched = 0;
+  for (const [uuid, version, observedAt, , wroteTo] of samples) {
+    if (observedAt < fromCpu.at) continue;
+    const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
+    if (seen === undefined) {
+      unmatched += 1;
+      continue;
+    }
+    latencies.push(seen - observedAt);
+  }
+  for (const watcher of watchers) watcher.received.clear();
+  const catchUp = await drained(`${name}, catching up`, 300_000);
+  say(`   backlog at the end of the phase: ${backlog} observations, sent ${fmt(catchUp)} s later`);
+  const result: PhaseResult = {
+    name,
+    offered: rate,
+    committedPerSecond: committed / ((toCpu.at - fromCpu.at) / 1000),
+    eventsPerSecond: (toCpu.events - fromCpu.events) / ((toCpu.at - fromCpu.at) / 1000),
+    latency: summarize(latencies),
+    unmatched,
+    get: summarize(getLatencies),
+    shares: cpuShares(fromCpu, toCpu),
+    backlogAtEnd: backlog,
+    load: loadavg()[0]!,
+    loopBusy: loopBusyAll.reduce((a, b) => a + b, 0) / Math.max(1, loopBusyAll.length),
+  };
+  say(
+    `   hypervisor events ${fmt(result.eventsPerSecond, 0)}/s, ` +
+      `committed ${fmt(result.committedPerSecond, 0)}/s; event → other replica's watch ` +
+      `p50 ${fmt(result.latency.p50)} ms p99 ${fmt(result.latency.p99)} ms ` +
+      `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
+  );
+  say(
+    `   CPU (% of one core): ${sharesLine(result.shares)}; agent event loops ` +
+      `${fmt(result.loopBusy * 100, 0)}% busy; load ${fmt(result.load)}`,
+  );
+  return result;
+}
+
+let failed = false;
+try {
+  say(
+    `fleet: ${HOSTS} hosts × ${INSTANCES} instances = ${HOSTS * INSTANCES} instances in ` +
+      `${PROCESSES} agent processes, 2 replicas on PostgreSQL; ` +
+      `${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, ` +
+      `Node ${process.version}; load average ${loadavg()
+        .map((value) => value.toFixed(1))
+        .join(' ')} at the start`,
+  );
+  const urls = await Promise.all(replicas.map((replica) => replica.start()));
+  const clients = urls.map((server) => new HvsyncClient({ server, token: TOKEN, keepAlive: true }));
+
+  // The processes' own memory before any agent, so that RSS per instance is the agents' share.
+  const baseRss = (await reports()).reduce((sum, report) => sum + report.rss, 0);
+
+  // ---- first sync: every agent lists its (empty) records and creates its instances' ----------
+  const started = Date.now();
+  const hostNames = Array.from({ length: HOSTS }, (_, i) => `fleet-${String(i).padStart(5, '0')}`);
+  const firstSync = Promise.all(
+    workers.map((worker, w) =>
+      worker.ask({
+        kind: 'start',
+        hosts: hostNames
+          .map((host, i) => [host, i % 2] as const)
+          .filter((_, i) => i % PROCESSES === w),
+        servers: urls,
+        token: TOKEN,
+        instances: INSTANCES,
+        sampleEvery: SAMPLE_EVERY,
+      }),
+    ),
+  );
+  let synced = false;
+  void firstSync.then(() => (synced = true));
+  while (!synced) {
+    await Promise.race([firstSync, sleep(5_000)]);
+    const all = await reports();
+    progress(
+      `   first sync: ${all.reduce((sum, report) => sum + report.agents, 0)}/${HOSTS} agents ` +
+        `started after ${Math.round((Date.now() - started) / 1000)} s`,
+    );
+  }
+  const syncSeconds = (Date.now() - started) / 1000;
+  say(
+    `first sync: ${HOSTS * INSTANCES} records created in ${fmt(syncSeconds)} s ` +
+      `(${fmt((HOSTS * INSTANCES) / syncSeconds, 0)} creates/s)`,
+  );
+
+  // ---- rest: no workload ------------------------------------------------------------------
+  await sleep(2_000);
+  const restFrom = await cpuNow();
+  await sleep(REST_SECONDS * 1000);
+  const restTo = await cpuNow();
+  const restReports = await reports();
+  const rss = restReports.reduce((sum, report) => sum + report.rss, 0);
+  const restShares = cpuShares(restFrom, restTo);
+  const per100 = (HOSTS * INSTANCES) / 100;
+  const agentCpuPer100 = restShares.agents! / per100;
+  const agentRssPer100 = (rss - baseRss) / per100 / MIB;
+  say(
+    `rest (${REST_SECONDS} s, no workload): agents ${fmt(restShares.agents!, 1)}% of a core and ` +
+      `${fmt(rss / MIB, 0)} MiB RSS in all (${fmt(baseRss / MIB, 0)} MiB before any agent) → ` +
+      `per 100 instances ${fmt(agentCpuPer100, 3)}% CPU, ${fmt(agentRssPer100, 2)} MiB RSS`,
+  );
+  say(`   CPU (% of one core): ${sharesLine(restShares)}`);
+
+  // ---- load ---------------------------------------------------------------------------------
+  const watchers = clients.map((client) => new Watcher(client));
+  await Promise.all(watchers.map((watcher) => watcher.start()));
+  const low = await loadPhase('low rate', LOW_RATE, watchers, clients[1]!);
+  const top = await loadPhase('top rate', TOP_RATE, watchers, clients[1]!);
+  await Promise.all(watchers.map((watcher) => watcher.stop()));
+
+  // ---- outage -------------------------------------------------------------------------------
+  say(`-- outage: both replicas stopped for ${OUTAGE_SECONDS} s under the low rate`);
+  await setRate(LOW_RATE);
+  await Promise.all(replicas.map((replica) => replica.stop()));
+  const outageStart = Date.now();
+  while (Date.now() - outageStart < OUTAGE_SECONDS * 1000) {
+    await sleep(Math.min(5_000, OUTAGE_SECONDS * 1000 - (Date.now() - outageStart)));
+    const all = await reports();
+    progress(
+      `   outage: ${Math.round((Date.now() - outageStart) / 1000)} s, journal backlog ` +
+        `${all.reduce((sum, report) => sum + report.backlog, 0)}`,
+    );
+  }
+  await setRate(0);
+  const backlogPeak = (await reports()).reduce((sum, report) => sum + report.backlog, 0);
+  await Promise.all(replicas.map((replica) => replica.start()));
+  const drainSeconds = await drained('drain', 600_000);
+  say(
+    `outage: ${backlogPeak} journalled observations at the restart (workload stopped then); ` +
+      (Number.isNaN(drainSeconds)
+        ? `NOT drained after 600 s (${(await reports()).reduce((sum, report) => sum + report.backlog, 0)} left)`
+        : `every agent's backlog 0 after ${fmt(drainSeconds)} s`),
+  );
+
+  // ---- the table -----------------------------------------------------------------------------
+  const others = "the machine's other work";
+  const busiest = Object.entries(top.shares)
+    .filter(([name]) => name !== others)
+    .sort((x, y) => y[1] - x[1]);
+  const total = busiest.reduce((sum, [, value]) => sum + value, 0);
+  const ratio = (phase: PhaseResult): number => phase.committedPerSecond / phase.eventsPerSecond;
+  const saturated = ratio(top) < 0.9 * ratio(low) || top.latency.p99 > 3 * low.latency.p99;
+  const rows: [string, string][] = [
+    ['instances (hosts × per host)', `${HOSTS * INSTANCES} (${HOSTS} × ${INSTANCES})`],
+    ['first sync (all records created)', `${fmt(syncSeconds)} s`],
+    [
+      `transitions committed/s at ${LOW_RATE} / ${TOP_RATE} operations/s`,
+      `${fmt(low.committedPerSecond, 0)} / ${fmt(top.committedPerSecond, 0)}`,
+    ],
+    [
+      'event → other replica watch p50 / p99, low rate',
+      `${fmt(low.latency.p50)} / ${fmt(low.latency.p99)} ms`,
+    ],
+    [
+      'event → other replica watch p50 / p99, top rate',
+      `${fmt(top.latency.p50)} / ${fmt(top.latency.p99)} ms`,
+    ],
+    [
+      'GET /v1/instances?limit=100 p99, low / top rate',
+      `${fmt(low.get.p99)} / ${fmt(top.get.p99)} ms`,
+    ],
+    [
+      `backlog drain after a ${OUTAGE_SECONDS} s outage`,
+      `${Number.isNaN(drainSeconds) ? 'not within 600 s' : `${fmt(drainSeconds)} s`} (${backlogPeak} entries)`,
+    ],
+    ['agent CPU at rest per 100 instances', `${fmt(agentCpuPer100, 3)}% of a core`],
+    ["agent RSS per 100 instances (processes' own base left out)", `${fmt(agentRssPer100, 2)} MiB`],
+    ['load average (1 min) at the top rate', fmt(top.load)],
+  ];
+  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  writeFileSync(
+    new URL('./results/fleet.json', import.meta.url),
+    `${JSON.stringify({ lines, rows: Object.fromEntries(rows) }, null, 2)}\n`,
+  );
+  console.log('');
+  console.log('| measure | result |');
+  console.log('|---|---|');
+  for (const [label, value] of rows) console.log(`| ${label} | ${value} |`);
+  console.log('');
+  const agentCpuPerProcess = top.shares.agents! / PROCESSES;
+  const verdict = [
+    `At the top rate this fleet used ${fmt(total, 0)}% of one core in all (the machine has ` +
+      `${cpus().length * 100}%; its other work took ${fmt(top.shares[others]!, 0)}%): ` +
+      `${busiest.map(([name, value]) => `${name} ${fmt(value, 0)}%`).join(', ')}.`,
+    saturated
+      ? `Saturated at the top rate: commits per hypervisor event fell from ${fmt(ratio(low), 2)} ` +
+        `to ${fmt(ratio(top), 2)} or the latency p99 more than tripled.`
+      : 'The committed rate followed the hypervisor events: not saturated at the top rate.',
+    top.loopBusy > 0.8 && agentCpuPerProcess < 60
+      ? `The agent processes' event loops were ${fmt(top.loopBusy * 100, 0)}% busy on ` +
+        `${fmt(agentCpuPerProcess, 0)}% of a core each: they wait in the journals' synchronous ` +
+        'fsyncs (synchronous = FULL), every simulated host on one thread and one disk.'
+      : `Agent event loops ${fmt(top.loopBusy * 100, 0)}% busy, ${fmt(agentCpuPerProcess, 0)}% ` +
+        'of a core per agent process.',
+  ];
+  for (const line of verdict) say(line);
+  console.log('written to bench/results/fleet.json');
+} catch (error) {
+  failed = true;
+  console.error(error);
+} finally {
+  await Promise.all(workers.map((worker) => worker.stop()));
+  await Promise.all(replicas.map((replica) => replica.stop()));
+  await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await admin.end({ timeout: 5 });
+}
+process.exit(failed ? 1 : 0);

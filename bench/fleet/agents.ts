@@ -1,0 +1,182 @@
+// One process of the fleet benchmark's simulated hosts: each host is an agent as `hvsync agent
+// --sim` composes it (its own simulated hypervisor, outage journal, RemoteStore and SyncEngine),
+// many side by side in one process. The parent drives it over IPC (see messages.ts) and reads
+// back its CPU time, memory, journal backlog and a sample of commits for the latency match.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { Journal, RemoteStore } from '../../src/agent/index.ts';
+import { HvsyncClient } from '../../src/cli/client.ts';
+import type { InstanceWrite, WriteResult } from '../../src/store/index.ts';
+import { SyncEngine } from '../../src/sync/index.ts';
+import { SimDriver, SimHypervisor } from '../../src/virt/index.ts';
+import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
+
+interface Agent {
+  readonly host: string;
+  readonly sim: SimHypervisor;
+  readonly driver: SimDriver;
+  readonly remote: RemoteStore;
+  readonly engine: SyncEngine;
+  readonly journal: Journal;
+}
+
+const logger = pino({ level: process.env.FLEET_AGENT_LOG ?? 'silent' });
+// Journals on the disk by default, as on a host; FLEET_JOURNAL_DIR=/dev/shm takes the fsyncs out.
+const dir = mkdtempSync(join(process.env.FLEET_JOURNAL_DIR ?? tmpdir(), 'hvsync-fleet-'));
+let elu = performance.eventLoopUtilization();
+const agents: Agent[] = [];
+let samples: CommitSample[] = [];
+let sampleEvery = 10;
+let counter = 0;
+
+function reply(answer: Reply): void {
+  process.send!(answer);
+}
+
+function seedOf(host: string): number {
+  let hash = 2166136261;
+  for (let i = 0; i < host.length; i += 1) hash = Math.imul(hash ^ host.charCodeAt(i), 16777619);
+  return hash >>> 0;
+}
+
+async function startOne(
+  host: string,
+  server: string,
+  serverIndex: number,
+  token: string,
+  instances: number,
+): Promise<void> {
+  const sim = new SimHypervisor({ hostname: host, instances, seed: seedOf(host) });
+  const driver = new SimDriver(sim);
+  await driver.connect();
+  const journal = Journal.open(join(dir, `${host}.journal`), { host, maxEntries: 100_000 });
+  const client = new HvsyncClient({ server, token, timeoutMs: 10_000, keepAlive: true });
+  const remote = new RemoteStore({ client, host, journal, logger, retryMaxMs: 2_000 });
+  // Every commit the control plane acknowledged for an event: its version and the event's time,
+  // sampled, so the parent can match it with the other replica's watch.
+  const write = remote.write.bind(remote);
+  remote.write = async (change: InstanceWrite): Promise<WriteResult> => {
+    const result = await write(change);
+    if (result.ok && change.transition !== undefined && ++counter % sampleEvery === 0) {
+      samples.push([
+        result.instance.uuid,
+        result.instance.version,
+        change.transition.observedAt,
+        change.transition.to,
+        serverIndex,
+      ]);
+    }
+    return result;
+  };
+  await remote.start();
+  const engine = new SyncEngine({
+    driver,
+    store: remote,
+    host,
+    policy: 'observe',
+    reconcileIntervalMs: 300_000,
+    logger,
+  });
+  await engine.start();
+  agents.push({ host, sim, driver, remote, engine, journal });
+}
+
+function report(): WorkerReport {
+  const cpu = process.cpuUsage();
+  let backlog = 0;
+  let hostsWithBacklog = 0;
+  let reachable = 0;
+  let events = 0;
+  for (const agent of agents) {
+    events += agent.sim.stats.eventsEmitted;
+    const stats = agent.remote.stats;
+    backlog += stats.backlog;
+    if (stats.backlog > 0) hostsWithBacklog += 1;
+    if (stats.reachable) reachable += 1;
+  }
+  // Busy share of the event loop since the last report: near 1 with little CPU time means the
+  // thread waits in synchronous calls (the journals' fsyncs), not in JavaScript.
+  const loop = performance.eventLoopUtilization(elu);
+  elu = performance.eventLoopUtilization();
+  const out: WorkerReport = {
+    loopBusy: loop.utilization,
+    kind: 'report',
+    agents: agents.length,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    rss: process.memoryUsage().rss,
+    backlog,
+    hostsWithBacklog,
+    reachable,
+    events,
+    samples,
+  };
+  samples = [];
+  return out;
+}
+
+process.on('message', ({ id, message }: Request) => {
+  const send = (answer: FromWorker): void => reply({ id, message: answer });
+  void (async () => {
+    try {
+      switch (message.kind) {
+        case 'start': {
+          sampleEvery = message.sampleEvery;
+          // A few at a time: each lists its records and then creates its instances' records.
+          const queue = [...message.hosts];
+          const lanes = Array.from({ length: 8 }, async () => {
+            for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+              const [host, index] = next;
+              await startOne(
+                host,
+                message.servers[index]!,
+                index,
+                message.token,
+                message.instances,
+              );
+            }
+          });
+          await Promise.all(lanes);
+          send({ kind: 'started' });
+          break;
+        }
+        case 'rate':
+          for (const agent of agents) {
+            if (message.perHost > 0) {
+              agent.sim.startWorkload({
+                ratePerSecond: message.perHost,
+                tickMs: message.tickMs,
+                leaveActedOnMs: 0,
+              });
+            } else agent.sim.stopWorkload();
+          }
+          send({ kind: 'ok' });
+          break;
+        case 'report':
+          send(report());
+          break;
+        case 'stop':
+          await Promise.all(
+            agents.map(async (agent) => {
+              agent.sim.stopWorkload();
+              await agent.engine.stop();
+              await agent.driver.close();
+              await agent.remote.close();
+              agent.journal.close();
+              agent.sim.close();
+            }),
+          );
+          rmSync(dir, { recursive: true, force: true });
+          send({ kind: 'ok' });
+          process.exit(0);
+      }
+    } catch (error) {
+      send({
+        kind: 'error',
+        message: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
+    }
+  })();
+});
+reply({ id: 'ready' });
