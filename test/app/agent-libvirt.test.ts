@@ -17,33 +17,13 @@ import { createSelfStoppingGuest } from '../support/guest.ts';
 import { describeLibvirt, holdDriverConnection, uniqueName, virsh } from '../support/libvirt.ts';
 import type { HeldConnection } from '../support/libvirt.ts';
 import { describePostgres } from '../support/postgres.ts';
+import { until } from '../support/until.ts';
 import { startHvsyncProcess, type ServerProcess } from '../support/server-process.ts';
 
 const URI = 'test+unix:///default';
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-agent-libvirt-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const logger = pino({ level: process.env.HVSYNC_TEST_LOG ?? 'silent' });
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== null && value !== undefined && value !== false) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 const defined: string[] = [];
 async function defineDomain(name: string): Promise<void> {
@@ -92,11 +72,11 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
       held?.release();
     });
 
-    test('a domain changed with virsh is recorded in the control plane with cause event', async () => {
-      const host = uniqueName('agent-host');
-      const agent: RunningAgent = await startAgent({
+    /** An agent in this process for `host`, on the libvirt at `uri`. */
+    const startOn = (host: string, uri: string): Promise<RunningAgent> =>
+      startAgent({
         transport: nodeHttpTransport({ keepAlive: true }),
-        hypervisor: { kind: 'libvirt', uri: URI },
+        hypervisor: { kind: 'libvirt', uri },
         server: plane.url,
         host,
         journal: join(dir, `${host}.journal`),
@@ -106,6 +86,10 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
         statusIntervalMs: 500,
         logger,
       });
+
+    test('a domain changed with virsh is recorded in the control plane with cause event', async () => {
+      const host = uniqueName('agent-host');
+      const agent = await startOn(host, URI);
       try {
         const name = uniqueName('hvsync-agent');
         await defineDomain(name);
@@ -134,22 +118,9 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
     });
 
     test("two hosts' agents: a real QEMU guest powers itself off on one, a user's action reaches the other", async () => {
-      const start = (host: string, uri: string): Promise<RunningAgent> =>
-        startAgent({
-          transport: nodeHttpTransport({ keepAlive: true }),
-          hypervisor: { kind: 'libvirt', uri },
-          server: plane.url,
-          host,
-          journal: join(dir, `${host}.journal`),
-          journalLimit: 10_000,
-          policy: 'observe',
-          reconcileIntervalMs: 0,
-          statusIntervalMs: 500,
-          logger,
-        });
       const qemuHost = uniqueName('agent-qemu');
       const testHost = uniqueName('agent-test');
-      const agents = [await start(qemuHost, 'qemu:///system'), await start(testHost, URI)];
+      const agents = [await startOn(qemuHost, 'qemu:///system'), await startOn(testHost, URI)];
       const guest = await createSelfStoppingGuest({
         name: uniqueName('hvsync-agent-qemu'),
         delayMs: 1500,

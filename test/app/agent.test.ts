@@ -14,32 +14,12 @@ import { HvsyncClient } from '../../src/cli/client.ts';
 import { nodeHttpTransport } from '../../src/cli/http-transport.ts';
 import type { ApiTransition } from '../../src/server/index.ts';
 import { describePostgres } from '../support/postgres.ts';
+import { until } from '../support/until.ts';
 import { startHvsyncProcess } from '../support/server-process.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'hvsync-agent-test-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const logger = pino({ level: process.env.HVSYNC_TEST_LOG ?? 'silent' });
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== null && value !== undefined && value !== false) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 test('hvsync agent refuses bad options with one line and exit code 1, before connecting', async () => {
   for (const [args, message] of [
