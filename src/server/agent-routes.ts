@@ -125,10 +125,12 @@ function storeWrite(
       `writes[${index}] has no seq, but the request names a journal`,
     );
   }
+  // The journal's mark is kept under the host of the path, which a host's token can only name as
+  // its own: another host that learnt this journal's id still cannot move its mark.
   const tag =
     journal === undefined || write.seq === undefined
       ? {}
-      : { journal: { id: journal, seq: write.seq, host } };
+      : { journal: { id: `${host}/${journal}`, seq: write.seq, host } };
   const withTransition = transition === undefined ? {} : { transition };
   if (write.kind === 'create') {
     if (write.fields === undefined) {

@@ -265,6 +265,27 @@ describe('tokens and what each may do', () => {
     assert.equal((await server.store.getInstance(uuidOf(2)))?.powerState, 'running');
   });
 
+  test("another host that knows a journal's id cannot move that journal's mark", async () => {
+    const send = async (host: string, token: string, uuid: string, seq: number) => {
+      const reply = await call(server, `/v1/hosts/${host}/writes`, token, {
+        method: 'POST',
+        json: {
+          journal: 'journal-of-b',
+          writes: [{ kind: 'create', uuid, fields: fields({ host }), seq }],
+        },
+      });
+      assert.equal(reply.status, 200, reply.text);
+      return (reply.body as { results: { ok: boolean; reason?: string }[] }).results[0]!;
+    };
+    assert.equal((await send('host-b', hostB, uuidOf(40), 1)).ok, true);
+    // host-a sends under host-b's journal id, far ahead: its own instance, its own mark.
+    assert.equal((await send('host-a', hostA, uuidOf(41), 100)).ok, true);
+    // host-b's next entry is still applied, and its first one, sent again, still a duplicate.
+    assert.equal((await send('host-b', hostB, uuidOf(42), 2)).ok, true);
+    assert.equal((await send('host-b', hostB, uuidOf(40), 1)).reason, 'duplicate');
+    assert.equal((await server.store.getInstance(uuidOf(42)))?.host, 'host-b');
+  });
+
   test('a host may not hand its instance to another; the destination claims it by migration', async () => {
     await create(server.store, uuidOf(20), { host: 'host-b' });
     forbidden(
