@@ -165,7 +165,14 @@ describePrivatePostgres('PostgreSQL restarted under load', () => {
           `${what} answered /readyz throughout: ${JSON.stringify(answers.filter((a) => a.status === 0))}`,
         );
         const notReady = answers.filter((answer) => answer.status === 503);
-        assert.ok(notReady.length > 0, `${what} said it was not ready while the database was down`);
+        // The replica probes the database; the all-in-one learns of it only from a write that
+        // fails, and a write may instead wait the short outage out on its connection.
+        if (what !== 'allInOne') {
+          assert.ok(
+            notReady.length > 0,
+            `${what} said it was not ready while the database was down`,
+          );
+        }
         assert.ok(
           notReady.every((answer) => answer.reasons.some((reason) => /database/.test(reason))),
           `${what} said why: ${JSON.stringify(notReady.map((answer) => answer.reasons))}`,
