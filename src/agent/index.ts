@@ -1,5 +1,6 @@
 // A hypervisor host's agent: the store its engine sees when the records live in the control
 // plane (a cache of this host's records, writes through the API), and the outage journal.
+export { Backoff } from './backoff.ts';
 export { AgentError } from './errors.ts';
 export type { AgentErrorCode } from './errors.ts';
 export { Journal } from './journal.ts';

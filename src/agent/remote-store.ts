@@ -1,7 +1,7 @@
 // The store a host's engine sees when the records live in the control plane (the informer model):
 // reads come from a local cache of this host's records, filled by listing and kept current by the
 // watch; writes made in one event-loop turn travel in one request, conditional on the version
-// read, and each is appended to the outage journal (fsync'd) before it is sent.
+// read, and each is appended to the outage journal, and flushed to disk, before it is sent.
 //
 // While the control plane answers, the engine gets the control plane's answer for each write
 // (a conflict is re-read and decided again by the engine). While it does not, writes are applied
@@ -23,6 +23,7 @@ import type {
   InstanceWrite,
   WriteResult,
 } from '../store/index.ts';
+import { Backoff } from './backoff.ts';
 import { RecordCache, recordFromApi } from './cache.ts';
 import { AgentError } from './errors.ts';
 import type { Journal, JournalEntry } from './journal.ts';
@@ -323,7 +324,15 @@ export class RemoteStore implements EngineStore {
       for (const pending of kept) pending.reject(error);
       return;
     }
-    kept.forEach((pending, i) => pending.resolve(results[i]!));
+    // Answered as committed only once the disk has it, as the control plane would answer.
+    this.journal.sync().then(
+      () => kept.forEach((pending, i) => pending.resolve(results[i]!)),
+      (error: unknown) => {
+        // Kept in the journal all the same, and sent in turn: the engine reads it back as applied.
+        const failure = new StoreError('io', messageOf(error), { cause: error });
+        for (const pending of kept) pending.reject(failure);
+      },
+    );
     this.kick();
   }
 
@@ -392,7 +401,7 @@ export class RemoteStore implements EngineStore {
   }
 
   private async sendLoop(): Promise<void> {
-    let wait = this.retryMinMs;
+    const backoff = new Backoff(this.retryMinMs, this.retryMaxMs);
     while (this.journal.size > 0 && !this.stopped.signal.aborted) {
       const batch = await this.nextBatch();
       if (batch.length === 0) {
@@ -400,12 +409,13 @@ export class RemoteStore implements EngineStore {
         // read now (wait).
         if (!this.reachable) {
           if (this.closing) return;
-          await this.pause(wait);
-          wait = Math.min(wait * 2, this.retryMaxMs);
+          await this.pause(backoff.next());
         }
         continue;
       }
       const sent = this.journal.assignSeqs(batch);
+      // Nothing leaves the host before the disk has it (and the seqs it goes with).
+      await this.journal.sync();
       this.inFlight = new Set(sent.map((e) => e.uuid));
       let results: readonly WriteResult[];
       try {
@@ -425,8 +435,7 @@ export class RemoteStore implements EngineStore {
         if (isOutage(error)) {
           this.unreachable(error);
           if (this.closing) return;
-          await this.pause(wait);
-          wait = Math.min(wait * 2, this.retryMaxMs);
+          await this.pause(backoff.next());
           continue;
         }
         if (await this.refusedOutright(sent, error)) {
@@ -434,7 +443,7 @@ export class RemoteStore implements EngineStore {
         }
         continue;
       }
-      wait = this.retryMinMs;
+      backoff.reset();
       this.reachableAgain();
       this.settle(sent, results);
     }
@@ -627,7 +636,7 @@ export class RemoteStore implements EngineStore {
 
   private async watchLoop(synced: () => void): Promise<void> {
     let since: number | undefined;
-    let wait = this.retryMinMs;
+    const backoff = new Backoff(this.retryMinMs, this.retryMaxMs);
     let listed = false;
     let complained = false;
     const signal = this.stopped.signal;
@@ -646,7 +655,7 @@ export class RemoteStore implements EngineStore {
         }
         if (complained) this.log.info({}, 'watching the control plane again');
         complained = false;
-        wait = this.retryMinMs;
+        backoff.reset();
         for await (const message of stream) {
           if (message.kind === 'change') {
             since = message.change.revision;
@@ -670,8 +679,7 @@ export class RemoteStore implements EngineStore {
           );
         }
       }
-      await delay(wait, undefined, { signal }).catch(() => {});
-      wait = Math.min(wait * 2, this.retryMaxMs);
+      await delay(backoff.next(), undefined, { signal }).catch(() => {});
     }
   }
 

@@ -1,8 +1,10 @@
-// The outage journal on a real SQLite file: entries survive reopening in order, keep the seq
-// they were first sent with, are bounded by compaction (the newest observation of each instance
-// is kept) and then by refusal, and belong to one host.
+// The outage journal on a real SQLite file: entries survive reopening (and the agent being
+// killed) in order, keep the seq they were first sent with, reach the disk in shared flushes, are
+// bounded by compaction (the newest observation of each instance is kept) and then by refusal,
+// and belong to one host.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +57,62 @@ test('entries come back in order after reopening, with the seqs they were sent w
   again.settle([head[0]!.pos], []);
   assert.equal(again.size, 2);
   again.close();
+});
+
+test('changes made while a flush runs share the next one; sync says when all are on disk', async () => {
+  const journal = Journal.open(freshPath(), { host: 'h', maxEntries: 100 });
+  const before = journal.flushes;
+  journal.append([observe(1, 1)]);
+  assert.equal(journal.synced, false);
+  const first = journal.sync();
+  // While the first flush runs: three more changes, three callers, one more flush for them all.
+  journal.append([observe(2, 1)]);
+  journal.assignSeqs(journal.head(2));
+  journal.append([observe(3, 1)]);
+  const waiting = [journal.sync(), journal.sync(), journal.sync()];
+  assert.equal(journal.synced, false);
+  await Promise.all([first, ...waiting]);
+  assert.equal(journal.synced, true);
+  assert.equal(journal.flushes - before, 2);
+  // Nothing new: no flush at all.
+  await journal.sync();
+  assert.equal(journal.flushes - before, 2);
+  journal.close();
+});
+
+test('appended entries survive the agent being killed, flushed or not', async () => {
+  const path = freshPath();
+  // A child process appends, flushes some, appends more without waiting, and is killed.
+  const script = `
+    import { Journal } from ${JSON.stringify(new URL('../../src/agent/index.ts', import.meta.url).href)};
+    const journal = Journal.open(${JSON.stringify(path)}, { host: 'h', maxEntries: 1000 });
+    const write = (n) => ({ kind: 'update', uuid: 'u' + n, expectedVersion: 1, patch: {} });
+    for (let n = 0; n < 50; n++) journal.append([write(n)]);
+    await journal.sync();
+    for (let n = 50; n < 100; n++) journal.append([write(n)]);
+    journal.assignSeqs(journal.head(10));
+    process.kill(process.pid, 'SIGKILL');
+  `;
+  const child = spawn(
+    process.execPath,
+    ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', script],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const signal = await new Promise((resolve) => child.once('exit', (_code, sig) => resolve(sig)));
+  assert.equal(signal, 'SIGKILL', stderr);
+  const journal = Journal.open(path, { host: 'h', maxEntries: 1000 });
+  const head = journal.head(1000);
+  assert.deepEqual(
+    head.map((e) => e.uuid),
+    Array.from({ length: 100 }, (_, n) => `u${n}`),
+  );
+  assert.deepEqual(
+    head.slice(0, 11).map((e) => e.seq),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, null],
+  );
+  journal.close();
 });
 
 test("a refused entry rewritten in place loses its seq and flags its instance's later entries", () => {
