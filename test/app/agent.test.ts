@@ -8,11 +8,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { startAgent, startControlPlane } from '../../src/app/index.ts';
+import { startControlPlane } from '../../src/app/index.ts';
 import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/cli/client.ts';
-import { nodeHttpTransport } from '../../src/cli/http-transport.ts';
 import type { ApiTransition } from '../../src/server/index.ts';
+import { startSimAgent } from '../support/agent.ts';
 import { describePostgres } from '../support/postgres.ts';
 import { until } from '../support/until.ts';
 import { startHvsyncProcess } from '../support/server-process.ts';
@@ -45,18 +45,11 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     plane = await startControlPlane({ db: database.url, listen: '127.0.0.1:0', logger });
     port = Number(new URL(plane.url).port);
     client = new HvsyncClient({ server: plane.url });
-    agent = await startAgent({
-      transport: nodeHttpTransport({ keepAlive: true }),
-      hypervisor: { kind: 'sim', instances: 4, ratePerSecond: 0 },
+    agent = await startSimAgent({
+      instances: 4,
       server: plane.url,
       host: 'sim-a',
       journal: join(dir, 'sim-a.journal'),
-      journalLimit: 1_000,
-      policy: 'observe',
-      reconcileIntervalMs: 0,
-      statusIntervalMs: 200,
-      retryMaxMs: 300,
-      requestTimeoutMs: 2_000,
       logger,
     });
   });
@@ -103,8 +96,8 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     const [a, b, c] = running as [string, string, string];
     await agent.store.whenDrained();
 
-    // The outage's length does not matter to what is journaled or how it is sent: a few
-    // seconds show the same as the 60.
+    // A second of outage, with the control plane in this process; agent-outage.test.ts holds
+    // the 60 s with a control plane of its own process and two hosts.
     await plane.stop();
     const observedFrom = Date.now();
     sim.destroy(a);
@@ -262,18 +255,12 @@ describePostgres('hvsync agent with a small journal', (database) => {
     let plane = await startControlPlane({ db: database.url, listen: '127.0.0.1:0', logger });
     const port = Number(new URL(plane.url).port);
     const client = new HvsyncClient({ server: plane.url });
-    const agent = await startAgent({
-      transport: nodeHttpTransport({ keepAlive: true }),
-      hypervisor: { kind: 'sim', instances: 2, ratePerSecond: 0 },
+    const agent = await startSimAgent({
+      instances: 2,
       server: plane.url,
       host: 'sim-small',
       journal: join(dir, 'sim-small.journal'),
       journalLimit: 6,
-      policy: 'observe',
-      reconcileIntervalMs: 0,
-      statusIntervalMs: 200,
-      retryMaxMs: 300,
-      requestTimeoutMs: 2_000,
       metricsListen: '127.0.0.1:0',
       logger: captured,
     });
