@@ -4,7 +4,9 @@
 // Phases: the first sync (every record created), rest (workload off: agent CPU and memory per
 // 100 instances), load at a low and at the top rate (transitions committed per second, event →
 // visible on the other replica's watch, GET /v1/instances?limit=100 under load, CPU of every
-// process), then a control-plane outage and the time the agents take to drain their journals.
+// process), then a control-plane outage and the time the agents take to drain their journals;
+// last, the control plane's own ceiling: writer-only hosts (what agents send, without the engine
+// and hypervisor behind them) at rising rates, the agents still connected and watching.
 //
 //   npm run bench:fleet
 //   FLEET_HOSTS=1000 FLEET_INSTANCES=100   the fleet (100,000 instances)
@@ -13,6 +15,8 @@
 //   FLEET_SECONDS=60  FLEET_REST=60  FLEET_OUTAGE=60   phase lengths, seconds
 //   FLEET_PROCESSES=4                      processes the agents are spread over
 //   FLEET_JOURNAL_DIR=/dev/shm             the agents' journals off the disk (default: the temp dir)
+//   FLEET_CEILING_RATES=2500,5000,7500     writer-only rates for the ceiling ('' skips it)
+//   FLEET_WRITER_PROCESSES=2               processes the writer-only hosts are spread over
 //   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -39,6 +43,17 @@ const REST_SECONDS = envNumber('FLEET_REST', 60);
 const OUTAGE_SECONDS = envNumber('FLEET_OUTAGE', 60);
 const PROCESSES = Math.max(1, Math.min(HOSTS, envNumber('FLEET_PROCESSES', 4)));
 const SAMPLE_EVERY = envNumber('FLEET_SAMPLE_EVERY', 10);
+const CEILING_RATES = (process.env.FLEET_CEILING_RATES ?? '2500,5000,7500')
+  .split(',')
+  .filter((rate) => rate.trim() !== '')
+  .map((rate) => {
+    const value = Number(rate);
+    if (!Number.isFinite(value) || value <= 0) {
+      throw new Error(`FLEET_CEILING_RATES: '${rate}' is not a positive number`);
+    }
+    return value;
+  });
+const WRITER_PROCESSES = Math.max(1, envNumber('FLEET_WRITER_PROCESSES', 2));
 const WARMUP_SECONDS = Math.min(10, SECONDS / 4);
 const TOKEN = 'fleet-bench-admin-token';
 const adminUrl = process.env.HVSYNC_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -113,12 +128,15 @@ const replicaArgs = [
 ];
 const replicas = [new Replica(replicaArgs), new Replica(replicaArgs)];
 const workers = Array.from({ length: PROCESSES }, () => new AgentProcess());
+const writers: AgentProcess[] = [];
+/** The processes the phase under way loads and reads: the agents, or the writer-only hosts. */
+let group = { name: 'agents', processes: workers };
 
 /** Commit samples the agents handed over with their reports, for the phase under way. */
 let collected: CommitSample[] = [];
 
 async function reports(): Promise<WorkerReport[]> {
-  const all = await Promise.all(workers.map((worker) => worker.report()));
+  const all = await Promise.all(group.processes.map((worker) => worker.report()));
   for (const report of all) for (const sample of report.samples) collected.push(sample);
   return all;
 }
@@ -151,7 +169,7 @@ function cpuShares(from: CpuReading, to: CpuReading): Record<string, number> {
   return {
     'replica A': share(from.replicas[0]!, to.replicas[0]!),
     'replica B': share(from.replicas[1]!, to.replicas[1]!),
-    agents: share(from.agents, to.agents),
+    [group.name]: share(from.agents, to.agents),
     postgres: share(from.postgres, to.postgres),
     'bench (watchers, GETs)': share(from.bench, to.bench),
     "the machine's other work": share(ours, to.machine - from.machine),
@@ -193,7 +211,7 @@ async function setRate(opsPerSecond: number): Promise<void> {
   // Each host's workload wakes up often enough to keep its rate, rarely enough that a thousand
   // hosts' timers do not become the load.
   const tickMs = perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
-  await Promise.all(workers.map((worker) => worker.ask({ kind: 'rate', perHost, tickMs })));
+  await Promise.all(group.processes.map((worker) => worker.ask({ kind: 'rate', perHost, tickMs })));
 }
 
 interface PhaseResult {
@@ -252,7 +270,7 @@ async function loadPhase(
     loopBusyAll.push(...latest.map((report) => report.loopBusy));
     progress(
       `   ${name}: ${elapsed + step}/${window} s, ${Math.round((now - lastRevisions) / seconds)} commits/s, ` +
-        `journal backlog ${backlog}, agent event loops busy ${loopBusy(latest)}, ` +
+        `backlog ${backlog}, ${group.name}' event loops busy ${loopBusy(latest)}, ` +
         `load ${loadavg()[0]!.toFixed(1)}`,
     );
     lastRevisions = now;
@@ -303,7 +321,7 @@ async function loadPhase(
       `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
   );
   say(
-    `   CPU (% of one core): ${sharesLine(result.shares)}; agent event loops ` +
+    `   CPU (% of one core): ${sharesLine(result.shares)}; ${group.name}' event loops ` +
       `${fmt(result.loopBusy * 100, 0)}% busy; load ${fmt(result.load)}`,
   );
   return result;
@@ -407,6 +425,44 @@ try {
         : `every agent's backlog 0 after ${fmt(drainSeconds)} s`),
   );
 
+  // ---- the control plane's ceiling -----------------------------------------------------------
+  const ceiling: PhaseResult[] = [];
+  if (CEILING_RATES.length > 0) {
+    say(
+      `-- control-plane ceiling: ${HOSTS} writer-only hosts × ${INSTANCES} instances in ` +
+        `${WRITER_PROCESSES} processes; the agents stay connected`,
+    );
+    for (let i = 0; i < WRITER_PROCESSES; i += 1) writers.push(new AgentProcess('writers'));
+    group = { name: 'writers', processes: writers };
+    const ceilingHosts = hostNames.map((host) => host.replace('fleet-', 'ceiling-'));
+    const createdFrom = Date.now();
+    await Promise.all(
+      writers.map((writer, w) =>
+        writer.ask({
+          kind: 'start',
+          hosts: ceilingHosts
+            .map((host, i) => [host, i % 2] as const)
+            .filter((_, i) => i % WRITER_PROCESSES === w),
+          servers: urls,
+          token: TOKEN,
+          instances: INSTANCES,
+          sampleEvery: SAMPLE_EVERY,
+        }),
+      ),
+    );
+    say(
+      `   ${HOSTS * INSTANCES} more records created, ${INSTANCES} to a request, in ` +
+        `${fmt((Date.now() - createdFrom) / 1000)} s`,
+    );
+    const ceilingWatchers = clients.map((client) => new Watcher(client));
+    await Promise.all(ceilingWatchers.map((watcher) => watcher.start()));
+    for (const rate of CEILING_RATES) {
+      ceiling.push(await loadPhase(`ceiling ${rate}`, rate, ceilingWatchers, clients[1]!));
+    }
+    await Promise.all(ceilingWatchers.map((watcher) => watcher.stop()));
+    group = { name: 'agents', processes: workers };
+  }
+
   // ---- the table -----------------------------------------------------------------------------
   const others = "the machine's other work";
   const busiest = Object.entries(top.shares)
@@ -441,6 +497,12 @@ try {
     ['agent CPU at rest per 100 instances', `${fmt(agentCpuPer100, 3)}% of a core`],
     ["agent RSS per 100 instances (processes' own base left out)", `${fmt(agentRssPer100, 2)} MiB`],
     ['load average (1 min) at the top rate', fmt(top.load)],
+    ...ceiling.map((phase): [string, string] => [
+      `control plane alone, writes offered ${phase.offered}/s: committed/s; sent → other ` +
+        'replica watch p50 / p99; GET p99',
+      `${fmt(phase.committedPerSecond, 0)}/s; ${fmt(phase.latency.p50)} / ` +
+        `${fmt(phase.latency.p99)} ms; ${fmt(phase.get.p99)} ms (load ${fmt(phase.load)})`,
+    ]),
   ];
   mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
   writeFileSync(
@@ -474,7 +536,7 @@ try {
   failed = true;
   console.error(error);
 } finally {
-  await Promise.all(workers.map((worker) => worker.stop()));
+  await Promise.all([...workers, ...writers].map((worker) => worker.stop()));
   await Promise.all(replicas.map((replica) => replica.stop()));
   await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   await admin.end({ timeout: 5 });

@@ -8,9 +8,12 @@ import { processCpuSeconds } from '../service/support.ts';
 import type { FromParent, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
 
 const tsxLoader = import.meta.resolve('tsx');
-const workerFile = fileURLToPath(new URL('./agents.ts', import.meta.url));
+const workerFiles = {
+  agents: fileURLToPath(new URL('./agents.ts', import.meta.url)),
+  writers: fileURLToPath(new URL('./writers.ts', import.meta.url)),
+};
 
-/** One process of simulated hosts; requests are answered in order. */
+/** One process of simulated hosts (full agents, or writers only); answers in order. */
 export class AgentProcess {
   readonly child: ChildProcess;
   private readonly waiting = new Map<
@@ -20,8 +23,8 @@ export class AgentProcess {
   private nextId = 0;
   private readonly ready: Promise<void>;
 
-  constructor() {
-    this.child = fork(workerFile, [], {
+  constructor(kind: keyof typeof workerFiles = 'agents') {
+    this.child = fork(workerFiles[kind], [], {
       execArgv: ['--import', tsxLoader],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

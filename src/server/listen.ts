@@ -92,6 +92,13 @@ export interface Listening {
 }
 
 /** Starts listening, refusing a non-loopback address when the server has no token. */
+/**
+ * Connections the kernel queues before they are accepted (capped by net.core.somaxconn). Node's
+ * 511 is too few for a control plane whose agents all come back at once after it restarts: the
+ * rest are dropped, retried by TCP seconds later, and time out in the agents.
+ */
+const LISTEN_BACKLOG = 4096;
+
 export async function listen(
   server: FastifyInstance,
   where: ListenAddress | string,
@@ -99,7 +106,7 @@ export async function listen(
   const address = typeof where === 'string' ? parseListen(where) : where;
   checkListen(address, authenticated.has(server));
   try {
-    await server.listen({ host: address.host, port: address.port });
+    await server.listen({ host: address.host, port: address.port, backlog: LISTEN_BACKLOG });
   } catch (error) {
     throw listenError(address, error);
   }

@@ -1,0 +1,241 @@
+// One process of the fleet benchmark's control-plane ceiling: each host is only what an agent
+// sends, without a hypervisor or an engine behind it. It flips its instances' power state at the
+// asked rate with the writes an agent makes for an out-of-band change (conditional on the version,
+// with the transition and a journal seq), one request in flight per host, everything that came
+// up meanwhile in the next. On a real fleet every agent has a machine of its own; here the agents'
+// own work would take the cores the control plane needs, so this measures what the replicas and
+// PostgreSQL sustain with the writers' cost shown beside them.
+import { randomUUID } from 'node:crypto';
+import { HvsyncClient } from '../../src/cli/client.ts';
+import type { ApiAgentWrite } from '../../src/server/index.ts';
+import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
+
+interface Instance {
+  version: number;
+  running: boolean;
+}
+
+interface Host {
+  readonly name: string;
+  readonly client: HvsyncClient;
+  readonly serverIndex: number;
+  readonly journal: string;
+  readonly instances: Map<string, Instance>;
+  readonly uuids: string[];
+  nextSeq: number;
+  /** Changes made but not sent yet: at most one per instance, the newest. */
+  readonly due: Set<string>;
+  sending: boolean;
+  timer: NodeJS.Timeout | undefined;
+  carry: number;
+}
+
+const hosts: Host[] = [];
+let elu = performance.eventLoopUtilization();
+let samples: CommitSample[] = [];
+let sampleEvery = 10;
+let counter = 0;
+let generated = 0;
+
+function reply(answer: Reply): void {
+  process.send!(answer);
+}
+
+async function startOne(
+  host: string,
+  server: string,
+  serverIndex: number,
+  token: string,
+  count: number,
+): Promise<void> {
+  const client = new HvsyncClient({ server, token, timeoutMs: 10_000, keepAlive: true });
+  // Hosts of their own, so that no agent's engine sees these changes as its host's.
+  const { results } = await client.agentWrites(host, {
+    writes: Array.from({ length: count }, (_, i) => ({
+      kind: 'create' as const,
+      uuid: randomUUID(),
+      fields: {
+        name: `${host}-${i}`,
+        host,
+        vmState: 'active' as const,
+        taskState: null,
+        taskAction: null,
+        taskStartedAt: null,
+        taskError: null,
+        powerState: 'running' as const,
+        powerReason: 'booted',
+        policy: null,
+      },
+    })),
+  });
+  if (!results.every((result) => result.ok)) throw new Error(`${host}: creates refused`);
+  const instances = new Map<string, Instance>();
+  let after: string | undefined;
+  for (;;) {
+    const page = await client.listInstances({ host, limit: 1_000, after });
+    for (const record of page.instances) {
+      instances.set(record.uuid, {
+        version: record.version,
+        running: record.powerState === 'running',
+      });
+    }
+    if (page.next === null) break;
+    after = page.next;
+  }
+  hosts.push({
+    name: host,
+    client,
+    serverIndex,
+    journal: randomUUID(),
+    instances,
+    uuids: [...instances.keys()],
+    nextSeq: 1,
+    due: new Set(),
+    sending: false,
+    timer: undefined,
+    carry: 0,
+  });
+}
+
+/** Sends what is due, one request at a time; the observation time is when it was made. */
+async function send(host: Host): Promise<void> {
+  if (host.sending || host.due.size === 0) return;
+  host.sending = true;
+  const now = Date.now();
+  const uuids = [...host.due];
+  host.due.clear();
+  const writes: ApiAgentWrite[] = uuids.map((uuid) => {
+    const instance = host.instances.get(uuid)!;
+    const from = instance.running ? 'running' : 'paused';
+    const to = instance.running ? 'paused' : 'running';
+    return {
+      kind: 'update',
+      uuid,
+      expectedVersion: instance.version,
+      patch: { powerState: to, powerReason: to === 'paused' ? 'user' : 'unpaused' },
+      transition: {
+        from,
+        to,
+        vmStateFrom: instance.running ? 'active' : 'paused',
+        vmStateTo: to === 'running' ? 'active' : 'paused',
+        cause: 'event',
+        detail: 'fleet ceiling',
+        outOfBand: true,
+        observedAt: now,
+      },
+      seq: host.nextSeq++,
+    };
+  });
+  try {
+    const { results } = await host.client.agentWrites(host.name, {
+      journal: host.journal,
+      writes,
+    });
+    results.forEach((result, i) => {
+      const uuid = uuids[i]!;
+      const instance = host.instances.get(uuid)!;
+      const record = result.ok ? result.instance : result.current;
+      if (record !== null) {
+        instance.version = record.version;
+        instance.running = record.powerState === 'running';
+      }
+      if (result.ok && ++counter % sampleEvery === 0) {
+        samples.push([uuid, record!.version, now, record!.powerState, host.serverIndex]);
+      }
+    });
+  } catch {
+    // Not committed: the instances are changed again at their next turn.
+  }
+  host.sending = false;
+  void send(host);
+}
+
+function setRate(perHost: number, tickMs: number): void {
+  for (const host of hosts) {
+    clearInterval(host.timer);
+    host.timer = undefined;
+    if (perHost <= 0) continue;
+    host.carry = Math.random();
+    host.timer = setInterval(() => {
+      host.carry += (perHost * tickMs) / 1000;
+      for (; host.carry >= 1; host.carry -= 1) {
+        const uuid = host.uuids[Math.floor(Math.random() * host.uuids.length)]!;
+        if (!host.due.has(uuid)) generated++;
+        host.due.add(uuid);
+      }
+      void send(host);
+    }, tickMs);
+  }
+}
+
+function report(): WorkerReport {
+  const cpu = process.cpuUsage();
+  let backlog = 0;
+  let hostsWithBacklog = 0;
+  for (const host of hosts) {
+    backlog += host.due.size;
+    if (host.due.size > 0) hostsWithBacklog++;
+  }
+  const loop = performance.eventLoopUtilization(elu);
+  elu = performance.eventLoopUtilization();
+  const out: WorkerReport = {
+    kind: 'report',
+    agents: hosts.length,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    rss: process.memoryUsage().rss,
+    backlog,
+    hostsWithBacklog,
+    reachable: hosts.length,
+    events: generated,
+    loopBusy: loop.utilization,
+    samples,
+  };
+  samples = [];
+  return out;
+}
+
+process.on('message', ({ id, message }: Request) => {
+  const answer = (result: FromWorker): void => reply({ id, message: result });
+  void (async () => {
+    try {
+      switch (message.kind) {
+        case 'start': {
+          sampleEvery = message.sampleEvery;
+          const queue = [...message.hosts];
+          const lanes = Array.from({ length: 8 }, async () => {
+            for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+              const [host, index] = next;
+              await startOne(
+                host,
+                message.servers[index]!,
+                index,
+                message.token,
+                message.instances,
+              );
+            }
+          });
+          await Promise.all(lanes);
+          answer({ kind: 'started' });
+          break;
+        }
+        case 'rate':
+          setRate(message.perHost, message.tickMs);
+          answer({ kind: 'ok' });
+          break;
+        case 'report':
+          answer(report());
+          break;
+        case 'stop':
+          setRate(0, 0);
+          answer({ kind: 'ok' });
+          process.exit(0);
+      }
+    } catch (error) {
+      answer({
+        kind: 'error',
+        message: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
+    }
+  })();
+});
+reply({ id: 'ready' });
