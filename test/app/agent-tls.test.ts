@@ -119,6 +119,13 @@ describeTls('hvsync agent and an https control plane', (certs) => {
 
     test("with --ca: the host's instances are listed, its change recorded, a user's action performed", async () => {
       const host = 'tls-a';
+      // An agent that cannot list its records waits for the control plane as long as it takes:
+      // here that is the failure, not a hang.
+      const startup = new AbortController();
+      const deadline = setTimeout(
+        () => startup.abort(new Error('the agent did not list its records within 60 s')),
+        60_000,
+      );
       const agent = await startAgent({
         // What `hvsync agent --ca FILE` builds: the file read as the CLI reads it, kept-alive
         // connections for every request (listing, the watch, writes, status).
@@ -135,7 +142,8 @@ describeTls('hvsync agent and an https control plane', (certs) => {
         retryMaxMs: 300,
         requestTimeoutMs: 5_000,
         logger,
-      });
+        signal: startup.signal,
+      }).finally(() => clearTimeout(deadline));
       try {
         const listed = await until('3 instances of tls-a over https', async () => {
           const page = await admin.listInstances({ host });
