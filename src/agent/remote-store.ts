@@ -594,6 +594,16 @@ export class RemoteStore implements EngineStore {
     this.answerOptimistically();
   }
 
+  /**
+   * The watch is back before any write went through: reachable again, and if the outage left
+   * nothing in the journal the sender still re-lists and has the engine reconcile, as after any
+   * outage (what changed meanwhile on this host's records is read, not assumed).
+   */
+  private answeringAgain(): void {
+    this.reachableAgain();
+    if (this.hadOutage && this.journal.size === 0 && this.sending === null) this.kick();
+  }
+
   private reachableAgain(): void {
     if (this.reachable) return;
     this.reachable = true;
@@ -656,6 +666,7 @@ export class RemoteStore implements EngineStore {
         if (complained) this.log.info({}, 'watching the control plane again');
         complained = false;
         backoff.reset();
+        if (!this.reachable) this.answeringAgain();
         for await (const message of stream) {
           if (message.kind === 'change') {
             since = message.change.revision;
@@ -669,6 +680,9 @@ export class RemoteStore implements EngineStore {
       } catch (error) {
         if (signal.aborted) return;
         if (error instanceof ClientError && error.status === 410) since = undefined;
+        // A broken watch says the control plane is gone as surely as a failed write does, and
+        // sooner when this host has nothing to write.
+        if (listed && isOutage(error)) this.unreachable(error);
         if (!complained) {
           complained = true;
           this.log.warn(

@@ -165,6 +165,28 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     assert.equal(agent.store.stats.outages, 1);
   });
 
+  test('with nothing to send, a broken watch alone tells the agent the control plane is gone; back, it reconciles', async () => {
+    await agent.store.whenDrained();
+    assert.equal(agent.store.stats.reachable, true);
+    const outages = agent.store.stats.outages;
+    await plane.stop();
+    // No change on the host, so no write fails: only the watch can tell.
+    await until(
+      'the agent to see the control plane gone',
+      async () => !agent.store.stats.reachable,
+    );
+    assert.equal(agent.store.stats.backlog, 0);
+    assert.equal(agent.store.stats.outages, outages + 1);
+    const runs = agent.engine.stats.reconcileRuns;
+    plane = await startControlPlane({ db: database.url, listen: `127.0.0.1:${port}`, logger });
+    await until('the agent to see it back', async () => agent.store.stats.reachable);
+    // What changed on the control plane meanwhile is read, not assumed: a reconcile follows.
+    await until(
+      'a reconcile after the outage',
+      async () => agent.engine.stats.reconcileRuns > runs,
+    );
+  });
+
   test("a user's action on the control plane is performed by the host's agent and finished", async () => {
     // Whatever the tests before left: a stop of a running one, else a start or a resume.
     const target = await until('an instance on sim-a with no task', async () =>
