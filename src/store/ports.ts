@@ -38,6 +38,11 @@ export interface EngineStore {
 /** What readers (the API, watchers) need: queries, history, the change feed, hosts. */
 export interface ReadStore {
   getInstance(uuid: string): Promise<InstanceRecord | null>;
+  /**
+   * The records of those `uuids` that are recorded, by uuid, read in one query: a uuid matches
+   * as it does in getInstance (exactly), and one not recorded is left out.
+   */
+  getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>>;
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
   /** Transitions of one instance, newest first. */
   history(

@@ -208,6 +208,16 @@ export class PostgresStore implements Store {
     return rows[0] === undefined ? null : instanceFromRow(rows[0]);
   }
 
+  async getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>> {
+    const rows = await this.read(async () =>
+      uuids.length === 0
+        ? []
+        : this.sql<InstanceRow[]>`
+            SELECT * FROM instances WHERE uuid = ANY(${uuids}::text[])`,
+    );
+    return new Map(rows.map((row) => [row.uuid, instanceFromRow(row)]));
+  }
+
   async listInstances(filter: InstanceFilter = {}): Promise<InstanceRecord[]> {
     const conditions: string[] = [];
     const params: SqlValue[] = [];

@@ -130,6 +130,7 @@ export class SqliteStore implements Store {
   private oldestKept: number | null;
 
   private readonly selectInstance: Statement<[string], InstanceRow>;
+  private readonly selectInstances: Statement<[string], InstanceRow>;
   private readonly insertInstance: Statement<SqlValue[], InstanceRow>;
   private readonly updateStatements = new Map<number, Statement<SqlValue[], InstanceRow>>();
   private readonly insertTransition: Statement<SqlValue[]>;
@@ -182,6 +183,10 @@ export class SqliteStore implements Store {
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
     this.selectInstance = db.prepare('SELECT * FROM instances WHERE uuid = ?');
+    // The uuids as one JSON array: one statement whatever their number.
+    this.selectInstances = db.prepare(
+      'SELECT * FROM instances WHERE uuid IN (SELECT value FROM json_each(?))',
+    );
     this.insertInstance = db.prepare<SqlValue[], InstanceRow>(
       `INSERT INTO instances (uuid, ${columns.join(', ')}, version, created_at, updated_at)
        VALUES (?, ${columns.map(() => '?').join(', ')}, 1, ?, ?)
@@ -254,6 +259,18 @@ export class SqliteStore implements Store {
     return this.guard(() => {
       const row = this.selectInstance.get(uuid);
       return row === undefined ? null : instanceFromRow(row);
+    });
+  }
+
+  async getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>> {
+    return this.guard(() => {
+      const records = new Map<string, InstanceRecord>();
+      if (uuids.length === 0) return records;
+      for (const row of this.selectInstances.all(JSON.stringify(uuids))) {
+        const record = instanceFromRow(row);
+        records.set(record.uuid, record);
+      }
+      return records;
     });
   }
 

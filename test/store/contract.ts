@@ -688,6 +688,50 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       await store.close();
     });
 
+    test('many records are read by uuid at once; unknown ones are left out', async () => {
+      const store = await fresh();
+      const first = ok(await store.write(create(uuidOf(1), { name: 'one' }))).instance;
+      const second = ok(await store.write(create(uuidOf(2), { name: 'two' }))).instance;
+      await store.write(create(uuidOf(3)));
+
+      assert.deepEqual(await store.getInstances([]), new Map());
+      assert.deepEqual(await store.getInstances([uuidOf(404)]), new Map());
+      assert.deepEqual(
+        await store.getInstances([uuidOf(2), uuidOf(404), uuidOf(1), uuidOf(2)]),
+        new Map([
+          [uuidOf(2), second],
+          [uuidOf(1), first],
+        ]),
+        'each recorded uuid once, duplicates and unknown uuids asked for or not',
+      );
+      // A uuid matches exactly, as in getInstance (callers lower-case what they are sent).
+      const lower = uuidOf(10);
+      const upper = lower.toUpperCase();
+      assert.notEqual(upper, lower);
+      ok(await store.write(create(lower, { name: 'lower' })));
+      assert.deepEqual(await store.getInstances([upper]), new Map());
+      ok(await store.write(create(upper, { name: 'upper' })));
+      const both = await store.getInstances([upper, lower]);
+      assert.deepEqual(
+        [...both].map(([uuid, record]) => [uuid, record.name]).sort(),
+        [
+          [upper, 'upper'],
+          [lower, 'lower'],
+        ].sort(),
+      );
+
+      // More than a request of writes carries (500).
+      const many = Array.from({ length: 600 }, (_, i) => uuidOf(i));
+      assert.deepEqual([...(await store.getInstances(many)).keys()].sort(), [
+        uuidOf(1),
+        uuidOf(2),
+        uuidOf(3),
+        lower,
+      ]);
+      await store.close();
+      await rejectsWithCode(store.getInstances([uuidOf(1)]), 'closed');
+    });
+
     test('page size defaults to 100 and is capped at 1000', async () => {
       const store = await fresh();
       const writes: Promise<WriteResult>[] = [];

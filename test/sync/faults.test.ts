@@ -129,6 +129,7 @@ function competingWriter(store: Store, target: { uuid?: string; fired?: boolean 
   };
   return {
     getInstance: (uuid) => store.getInstance(uuid),
+    getInstances: (uuids) => store.getInstances(uuids),
     listInstances: (filter) => store.listInstances(filter),
     write,
     history: (uuid, options) => store.history(uuid, options),
