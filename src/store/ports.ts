@@ -71,8 +71,10 @@ export interface CredentialStore {
 }
 
 /** Both ports plus what only the process that opened the store does with it. */
-export interface Store extends EngineStore, ReadStore, CredentialStore {
+export interface Store extends EngineStore, ReadStore {
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
+  /** The credentials kept in the same database (closed with the store). */
+  readonly credentials: CredentialStore;
   readonly stats: StoreStats;
   /** Commits what is pending, then closes. */
   close(): Promise<void>;

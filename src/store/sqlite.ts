@@ -38,20 +38,16 @@ import {
   WriteHealth,
 } from './common.ts';
 import { Emitter } from '../lib/index.ts';
-import type { Store } from './ports.ts';
+import type { CredentialStore, Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
-  AddCredentialResult,
   ChangeRecord,
   ChangesPage,
-  CredentialKind,
-  CredentialRecord,
   HostRecord,
   HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  NewCredential,
   RefusalReason,
   StoreOptions,
   StoreStats,
@@ -152,7 +148,7 @@ export class SqliteStore implements Store {
     (write: InstanceWrite, now: number) => Outcome
   >;
   private readonly readPage: Database.Transaction<(since: number, limit: number) => ChangesPage>;
-  private readonly credentials: SqliteCredentials;
+  readonly credentials: CredentialStore;
 
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
     const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -348,22 +344,6 @@ export class SqliteStore implements Store {
 
   async listHosts(): Promise<HostRecord[]> {
     return this.guard(() => this.selectHosts.all().map(hostFromRow));
-  }
-
-  addCredential(credential: NewCredential): Promise<AddCredentialResult> {
-    return this.credentials.addCredential(credential);
-  }
-
-  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null> {
-    return this.credentials.revokeCredential(kind, name);
-  }
-
-  findCredential(tokenHash: string): Promise<CredentialRecord | null> {
-    return this.credentials.findCredential(tokenHash);
-  }
-
-  listCredentials(): Promise<CredentialRecord[]> {
-    return this.credentials.listCredentials();
   }
 
   /** Commits every queued write, then closes. Closing again is a no-op. */

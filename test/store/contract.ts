@@ -813,7 +813,11 @@ export function storeContract(name: string, target: StoreUnderTest): void {
 
     test('a credential is found by its hash, listed, and revoked once', async () => {
       const store = await fresh({ now: () => 1_000 });
-      const added = await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) });
+      const added = await store.credentials.addCredential({
+        kind: 'host',
+        name: 'h1',
+        tokenHash: hash(1),
+      });
       assert.deepEqual(added, {
         ok: true,
         credential: {
@@ -824,19 +828,33 @@ export function storeContract(name: string, target: StoreUnderTest): void {
           revokedAt: null,
         },
       });
-      ok2(await store.addCredential({ kind: 'reader', name: 'dashboard', tokenHash: hash(2) }));
-      assert.equal((await store.findCredential(hash(1)))?.name, 'h1');
-      assert.equal((await store.findCredential(hash(2)))?.kind, 'reader');
-      assert.equal(await store.findCredential(hash(3)), null);
+      ok2(
+        await store.credentials.addCredential({
+          kind: 'reader',
+          name: 'dashboard',
+          tokenHash: hash(2),
+        }),
+      );
+      assert.equal((await store.credentials.findCredential(hash(1)))?.name, 'h1');
+      assert.equal((await store.credentials.findCredential(hash(2)))?.kind, 'reader');
+      assert.equal(await store.credentials.findCredential(hash(3)), null);
 
-      const revoked = await store.revokeCredential('host', 'h1');
+      const revoked = await store.credentials.revokeCredential('host', 'h1');
       assert.equal(revoked?.revokedAt, 1_000);
-      assert.equal(await store.revokeCredential('host', 'h1'), null, 'nothing left to revoke');
+      assert.equal(
+        await store.credentials.revokeCredential('host', 'h1'),
+        null,
+        'nothing left to revoke',
+      );
       // Kept, so that the token is told it was revoked rather than that it is unknown.
-      assert.equal((await store.findCredential(hash(1)))?.revokedAt, 1_000);
-      assert.equal(await store.revokeCredential('reader', 'h1'), null, 'kinds are apart');
+      assert.equal((await store.credentials.findCredential(hash(1)))?.revokedAt, 1_000);
+      assert.equal(
+        await store.credentials.revokeCredential('reader', 'h1'),
+        null,
+        'kinds are apart',
+      );
       assert.deepEqual(
-        (await store.listCredentials()).map((c) => [c.kind, c.name, c.revokedAt]),
+        (await store.credentials.listCredentials()).map((c) => [c.kind, c.name, c.revokedAt]),
         [
           ['host', 'h1', 1_000],
           ['reader', 'dashboard', null],
@@ -848,24 +866,35 @@ export function storeContract(name: string, target: StoreUnderTest): void {
     test('a name has one valid credential: a second is refused unless it replaces', async () => {
       let clock = 10;
       const store = await fresh({ now: () => clock });
-      ok2(await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) }));
-      const again = await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(2) });
+      ok2(await store.credentials.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) }));
+      const again = await store.credentials.addCredential({
+        kind: 'host',
+        name: 'h1',
+        tokenHash: hash(2),
+      });
       assert.equal(again.ok, false);
       assert.equal(!again.ok && again.current.tokenHash, hash(1));
-      assert.equal(await store.findCredential(hash(2)), null);
+      assert.equal(await store.credentials.findCredential(hash(2)), null);
       // The same name as another kind is another credential.
-      ok2(await store.addCredential({ kind: 'reader', name: 'h1', tokenHash: hash(3) }));
+      ok2(
+        await store.credentials.addCredential({ kind: 'reader', name: 'h1', tokenHash: hash(3) }),
+      );
 
       clock = 20;
       ok2(
-        await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(4), replace: true }),
+        await store.credentials.addCredential({
+          kind: 'host',
+          name: 'h1',
+          tokenHash: hash(4),
+          replace: true,
+        }),
       );
-      assert.equal((await store.findCredential(hash(1)))?.revokedAt, 20);
-      assert.equal((await store.findCredential(hash(4)))?.revokedAt, null);
+      assert.equal((await store.credentials.findCredential(hash(1)))?.revokedAt, 20);
+      assert.equal((await store.credentials.findCredential(hash(4)))?.revokedAt, null);
       // A revoked name can be given a new token.
-      await store.revokeCredential('host', 'h1');
-      ok2(await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(5) }));
-      const hosts = (await store.listCredentials()).filter((c) => c.kind === 'host');
+      await store.credentials.revokeCredential('host', 'h1');
+      ok2(await store.credentials.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(5) }));
+      const hosts = (await store.credentials.listCredentials()).filter((c) => c.kind === 'host');
       assert.deepEqual(
         hosts.map((c) => c.tokenHash),
         [hash(5), hash(4), hash(1)],
@@ -878,11 +907,11 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       const store = await fresh();
       const results = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
-          store.addCredential({ kind: 'host', name: 'race', tokenHash: hash(100 + i) }),
+          store.credentials.addCredential({ kind: 'host', name: 'race', tokenHash: hash(100 + i) }),
         ),
       );
       assert.equal(results.filter((r) => r.ok).length, 1);
-      const valid = (await store.listCredentials()).filter((c) => c.revokedAt === null);
+      const valid = (await store.credentials.listCredentials()).filter((c) => c.revokedAt === null);
       assert.equal(valid.length, 1);
       await store.close();
     });
@@ -890,15 +919,17 @@ export function storeContract(name: string, target: StoreUnderTest): void {
     test('credentials survive reopening; calls after close reject with closed', async () => {
       const path = await target.freshLocation();
       const first = await target.open(path);
-      ok2(await first.addCredential({ kind: 'host', name: 'kept', tokenHash: hash(7) }));
+      ok2(
+        await first.credentials.addCredential({ kind: 'host', name: 'kept', tokenHash: hash(7) }),
+      );
       await first.close();
-      await rejectsWithCode(first.findCredential(hash(7)), 'closed');
+      await rejectsWithCode(first.credentials.findCredential(hash(7)), 'closed');
       await rejectsWithCode(
-        first.addCredential({ kind: 'host', name: 'x', tokenHash: hash(8) }),
+        first.credentials.addCredential({ kind: 'host', name: 'x', tokenHash: hash(8) }),
         'closed',
       );
       const second = await target.open(path);
-      assert.equal((await second.findCredential(hash(7)))?.name, 'kept');
+      assert.equal((await second.credentials.findCredential(hash(7)))?.name, 'kept');
       await second.close();
     });
   });
