@@ -200,7 +200,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       hosts,
       registry,
       token: config.token,
-      credentials: store,
+      credentials: store.credentials,
       tls: config.tls,
       maxWatchers: config.maxWatchers,
       logger: logger.child({ component: 'api' }),

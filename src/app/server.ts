@@ -153,7 +153,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
       agents: store,
       registry,
       token: config.token,
-      credentials: store,
+      credentials: store.credentials,
       tls: config.tls,
       maxWatchers: config.maxWatchers,
       logger: logger.child({ component: 'api' }),

@@ -139,7 +139,7 @@ async function withStore<T>(db: string, body: (store: CredentialStore) => Promis
     throw error;
   }
   try {
-    return await body(store);
+    return await body(store.credentials);
   } finally {
     await store.close();
   }

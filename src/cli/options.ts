@@ -1,9 +1,157 @@
-// What the service commands (all-in-one, server) share: option checks that turn a bad value into
-// one clear line, the logger, the bearer token, and the run that a signal stops cleanly.
+// What the service commands (all-in-one, server, agent) share: the options more than one of them
+// declares, option checks that turn a bad value into one clear line, the logger, the bearer
+// token, and the run that a signal stops cleanly.
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { Policy } from '../model/index.ts';
+
+export const DEFAULT_SIM_INSTANCES = 20;
+const DEFAULT_SIM_RATE = 1;
+
+export interface HypervisorOptions {
+  readonly hypervisor?: string;
+  readonly sim?: string | boolean;
+  readonly simRate: string;
+}
+
+/**
+ * --hypervisor, --sim and --sim-rate: the host a command syncs. `uriDefault` says which URI
+ * --hypervisor takes when it is left out, which differs between the commands.
+ */
+export function withHypervisorOptions(command: Command, uriDefault: string): Command {
+  const env = process.env;
+  return command
+    .option(
+      '--hypervisor <uri>',
+      `libvirt URI to sync (env HVSYNC_HYPERVISOR; ${uriDefault})`,
+      env.HVSYNC_HYPERVISOR,
+    )
+    .option(
+      '--sim [instances]',
+      `a simulated host with fake instances and a live workload (default ${DEFAULT_SIM_INSTANCES}; env HVSYNC_SIM)`,
+      env.HVSYNC_SIM,
+    )
+    .option(
+      '--sim-rate <perSecond>',
+      'changes per second of the simulated workload (env HVSYNC_SIM_RATE)',
+      env.HVSYNC_SIM_RATE ?? String(DEFAULT_SIM_RATE),
+    );
+}
+
+/**
+ * How many simulated instances --sim asks for, or null without it. --sim beside --hypervisor is
+ * refused; call after refusing empty values, so that an empty --hypervisor is not taken for one.
+ */
+export function simulatedInstances(options: HypervisorOptions): number | null {
+  if (options.sim === undefined || options.sim === false) return null;
+  if (options.hypervisor !== undefined) {
+    throw new InvalidArgumentError('give either --hypervisor or --sim, not both');
+  }
+  return options.sim === true
+    ? DEFAULT_SIM_INSTANCES
+    : positiveInteger('--sim', String(options.sim));
+}
+
+export interface EngineOptions {
+  readonly policy: string;
+  readonly reconcileInterval: string;
+  readonly pollInterval?: string;
+}
+
+/** --policy, --reconcile-interval and --poll-interval: how a host's sync engine runs. */
+export function withEngineOptions(command: Command): Command {
+  const env = process.env;
+  return command
+    .option(
+      '--policy <policy>',
+      'observe | enforce (env HVSYNC_POLICY)',
+      env.HVSYNC_POLICY ?? 'observe',
+    )
+    .option(
+      '--reconcile-interval <seconds>',
+      'full reconcile period, 0 disables (env HVSYNC_RECONCILE_INTERVAL)',
+      env.HVSYNC_RECONCILE_INTERVAL ?? '60',
+    )
+    .option(
+      '--poll-interval <seconds>',
+      'poll the hypervisor this often instead of using its events, for one without events (env HVSYNC_POLL_INTERVAL)',
+      env.HVSYNC_POLL_INTERVAL,
+    );
+}
+
+/** The engine options, checked; the policy first, as it is the likeliest to be mistyped. */
+export function readEngineOptions(options: EngineOptions): {
+  policy: Policy;
+  reconcileIntervalMs: number;
+  pollIntervalMs: number | undefined;
+} {
+  if (options.policy !== 'observe' && options.policy !== 'enforce') {
+    throw new InvalidArgumentError(
+      `--policy must be observe or enforce, got ${JSON.stringify(options.policy)}`,
+    );
+  }
+  return {
+    policy: options.policy,
+    reconcileIntervalMs: nonNegative('--reconcile-interval', options.reconcileInterval) * 1000,
+    pollIntervalMs:
+      options.pollInterval === undefined
+        ? undefined
+        : positiveNumber('--poll-interval (or HVSYNC_POLL_INTERVAL)', options.pollInterval) * 1000,
+  };
+}
+
+/** --token and --token-file; `tokenDescription` says what --token is for in this command. */
+export function withTokenOptions(command: Command, tokenDescription: string): Command {
+  const env = process.env;
+  return command
+    .option('--token <token>', `${tokenDescription} (env HVSYNC_TOKEN)`, env.HVSYNC_TOKEN)
+    .option(
+      '--token-file <path>',
+      'read the bearer token from a file (env HVSYNC_TOKEN_FILE)',
+      env.HVSYNC_TOKEN_FILE,
+    );
+}
+
+/** What --token means on a command that serves the API. */
+export const SERVED_TOKEN = 'require this bearer token on the API';
+
+/** --listen, for the commands that serve the API. */
+export function withListenOption(command: Command): Command {
+  return command.option(
+    '--listen <host:port>',
+    'API address (env HVSYNC_LISTEN)',
+    process.env.HVSYNC_LISTEN ?? '127.0.0.1:8080',
+  );
+}
+
+/** --max-watchers, for the commands that serve the API. */
+export function withMaxWatchersOption(command: Command): Command {
+  return command.option(
+    '--max-watchers <n>',
+    'watch streams served at once; more are told 503 (env HVSYNC_MAX_WATCHERS)',
+    process.env.HVSYNC_MAX_WATCHERS ?? '1000',
+  );
+}
+
+/** --log-level, which every service command takes. */
+export function withLogLevelOption(command: Command): Command {
+  return command.option(
+    '--log-level <level>',
+    'trace | debug | info | warn | error (env HVSYNC_LOG_LEVEL)',
+    process.env.HVSYNC_LOG_LEVEL ?? 'info',
+  );
+}
+
+/** Empty is a mistake (an unset variable in a unit file), never a request for a default. */
+export function refuseEmpty(values: readonly (readonly [string | undefined, string])[]): void {
+  for (const [value, name] of values) {
+    if (value !== undefined && value.trim() === '') {
+      throw new InvalidArgumentError(`${name} is empty: give a value or leave it out`);
+    }
+  }
+}
 
 export function positiveInteger(name: string, text: string): number {
   const value = Number(text);

@@ -84,8 +84,11 @@ async function checkWrites(
   // Only a host's token is held to records; the admin's writes need no read of each record.
   if (options.writeRefusal === undefined && principalOf(request).kind !== 'host') return null;
   const refuse = options.writeRefusal ?? hostTokenRefusal;
+  // One read for the whole request (up to 500 writes), not one round trip per write. Every write
+  // is checked against the record as stored before the request, a uuid's later writes included.
+  const records = await options.store.getInstances(writes.map((write) => write.uuid));
   for (const write of writes) {
-    const current = await options.store.getInstance(write.uuid);
+    const current = records.get(write.uuid) ?? null;
     // A write the store will refuse anyway (a stale version, a uuid already recorded) changes
     // nothing: it gets its conflict or exists with the current record, which is how an agent
     // learns that an instance moved away, instead of a 403 that would stall its journal. A

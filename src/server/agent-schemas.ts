@@ -1,16 +1,14 @@
 // JSON Schemas of the routes a host's agent uses: batched conditional writes and its status
 // report. Records travel whole, with epoch-millisecond times, because the agent's engine works on
 // store records, not on the API's display shape.
-import {
-  ACTIONS,
-  POLICIES,
-  RECORDED_POWER_STATES,
-  TASK_STATES,
-  TRANSITION_CAUSES,
-  VM_STATES,
-} from '../model/index.ts';
 import type { InstanceFields } from '../store/index.ts';
-import { UUID_PATTERN } from './schemas.ts';
+import {
+  errorSchema as error,
+  STATE_SCHEMAS,
+  TRANSITION_FIELDS,
+  TRANSITION_SCHEMAS,
+  UUID_PATTERN,
+} from './schemas.ts';
 
 /** Most writes one request may carry; an agent sends one event-loop turn's writes, or a replay batch. */
 export const MAX_WRITES_PER_REQUEST = 1_000;
@@ -18,21 +16,22 @@ export const MAX_WRITES_PER_REQUEST = 1_000;
 export const WRITES_BODY_LIMIT = 8 * 1024 * 1024;
 
 const epochMs = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
-const nullableEnum = (values: readonly string[]) =>
-  ({ type: ['string', 'null'], enum: [...values, null] }) as const;
 
-/** One schema per writable field: adding a field to the store without one here fails to compile. */
+/**
+ * One schema per writable field: adding a field to the store without one here fails to compile.
+ * The states are the API's; the rest is bounded here, as an agent's writes are input.
+ */
 const FIELD_SCHEMAS = {
   name: { type: 'string', maxLength: 1024 },
   host: { type: 'string', minLength: 1, maxLength: 253 },
-  vmState: { type: 'string', enum: VM_STATES },
-  taskState: nullableEnum(TASK_STATES),
-  taskAction: nullableEnum(ACTIONS),
+  vmState: STATE_SCHEMAS.vmState,
+  taskState: STATE_SCHEMAS.taskState,
+  taskAction: STATE_SCHEMAS.taskAction,
   taskStartedAt: { ...epochMs, type: ['integer', 'null'] },
   taskError: { type: ['string', 'null'], maxLength: 4096 },
-  powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+  powerState: STATE_SCHEMAS.powerState,
   powerReason: { type: 'string', maxLength: 1024 },
-  policy: nullableEnum(POLICIES),
+  policy: STATE_SCHEMAS.policy,
 } as const satisfies Record<keyof InstanceFields, unknown>;
 
 const FIELD_NAMES = Object.keys(FIELD_SCHEMAS);
@@ -54,22 +53,9 @@ const record = {
 const transition = {
   type: 'object',
   additionalProperties: false,
-  required: [
-    'from',
-    'to',
-    'vmStateFrom',
-    'vmStateTo',
-    'cause',
-    'detail',
-    'outOfBand',
-    'observedAt',
-  ],
+  required: TRANSITION_FIELDS,
   properties: {
-    from: nullableEnum(RECORDED_POWER_STATES),
-    to: { type: 'string', enum: RECORDED_POWER_STATES },
-    vmStateFrom: nullableEnum(VM_STATES),
-    vmStateTo: { type: 'string', enum: VM_STATES },
-    cause: { type: 'string', enum: TRANSITION_CAUSES },
+    ...TRANSITION_SCHEMAS,
     detail: { type: 'string', maxLength: 1024 },
     outOfBand: { type: 'boolean' },
     observedAt: epochMs,
@@ -99,12 +85,6 @@ const write = {
       description: "the entry's place in the journal; with `journal`, an entry is applied once",
     },
   },
-} as const;
-
-const error = {
-  type: 'object',
-  required: ['error', 'message'],
-  properties: { error: { type: 'string' }, message: { type: 'string' } },
 } as const;
 
 const hostParams = {

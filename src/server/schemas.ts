@@ -20,6 +20,44 @@ const uuid = { type: 'string', pattern: UUID_PATTERN, description: 'instance UUI
 const isoTime = { type: 'string', format: 'date-time' } as const;
 const nullable = <T extends { type: string }>(schema: T) =>
   ({ ...schema, type: [schema.type, 'null'] }) as const;
+const nullableEnum = <T extends readonly string[]>(values: T) =>
+  ({ type: ['string', 'null'], enum: [...values, null] }) as const;
+
+/**
+ * An instance's states as every schema that carries them has them: the API's instances and
+ * transitions here, and the records and transitions a host's agent sends (agent-schemas.ts).
+ */
+export const STATE_SCHEMAS = {
+  vmState: { type: 'string', enum: VM_STATES },
+  taskState: nullableEnum(TASK_STATES),
+  taskAction: nullableEnum(ACTIONS),
+  powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+  policy: nullableEnum(POLICIES),
+} as const;
+
+/**
+ * A transition's states and cause; its detail and times differ: the API writes times as ISO
+ * strings, an agent sends epoch ms, and only what an agent sends is bounded.
+ */
+export const TRANSITION_SCHEMAS = {
+  from: nullableEnum(RECORDED_POWER_STATES),
+  to: STATE_SCHEMAS.powerState,
+  vmStateFrom: nullableEnum(VM_STATES),
+  vmStateTo: STATE_SCHEMAS.vmState,
+  cause: { type: 'string', enum: TRANSITION_CAUSES },
+} as const;
+
+/** A transition's required fields, the times included (an agent's carries no recordedAt). */
+export const TRANSITION_FIELDS = [
+  'from',
+  'to',
+  'vmStateFrom',
+  'vmStateTo',
+  'cause',
+  'detail',
+  'outOfBand',
+  'observedAt',
+] as const;
 
 const instance = {
   type: 'object',
@@ -45,26 +83,26 @@ const instance = {
     uuid: { type: 'string' },
     name: { type: 'string' },
     host: { type: 'string' },
-    vmState: { type: 'string', enum: VM_STATES },
-    taskState: { type: ['string', 'null'], enum: [...TASK_STATES, null] },
-    taskAction: { type: ['string', 'null'], enum: [...ACTIONS, null] },
+    vmState: STATE_SCHEMAS.vmState,
+    taskState: STATE_SCHEMAS.taskState,
+    taskAction: STATE_SCHEMAS.taskAction,
     taskStartedAt: nullable(isoTime),
     taskError: nullable({ type: 'string' }),
-    powerState: { type: 'string', enum: RECORDED_POWER_STATES },
+    powerState: STATE_SCHEMAS.powerState,
     powerStateStale: {
       type: 'boolean',
       description:
         "the host's agent is unreachable or has lost its hypervisor: powerState is the last known, not believed",
     },
     powerReason: { type: 'string' },
-    policy: { type: ['string', 'null'], enum: [...POLICIES, null] },
+    policy: STATE_SCHEMAS.policy,
     createdAt: isoTime,
     updatedAt: isoTime,
     version: { type: 'integer' },
   },
 } as const;
 
-const error = {
+export const errorSchema = {
   type: 'object',
   required: ['error', 'message'],
   properties: {
@@ -72,6 +110,8 @@ const error = {
     message: { type: 'string' },
   },
 } as const;
+
+const error = errorSchema;
 
 const errors = {
   400: error,
@@ -150,23 +190,9 @@ export const historySchema = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: [
-              'from',
-              'to',
-              'vmStateFrom',
-              'vmStateTo',
-              'cause',
-              'detail',
-              'outOfBand',
-              'observedAt',
-              'recordedAt',
-            ],
+            required: [...TRANSITION_FIELDS, 'recordedAt'],
             properties: {
-              from: { type: ['string', 'null'], enum: [...RECORDED_POWER_STATES, null] },
-              to: { type: 'string', enum: RECORDED_POWER_STATES },
-              vmStateFrom: { type: ['string', 'null'], enum: [...VM_STATES, null] },
-              vmStateTo: { type: 'string', enum: VM_STATES },
-              cause: { type: 'string', enum: TRANSITION_CAUSES },
+              ...TRANSITION_SCHEMAS,
               detail: { type: 'string' },
               outOfBand: { type: 'boolean' },
               observedAt: isoTime,
@@ -202,7 +228,7 @@ export const actionSchema = {
           properties: {
             uuid: { type: 'string' },
             action: { type: 'string', enum: ACTIONS },
-            taskState: { type: ['string', 'null'], enum: [...TASK_STATES, null] },
+            taskState: STATE_SCHEMAS.taskState,
             startedAt: isoTime,
           },
         },

@@ -14,6 +14,7 @@ import type {
   InstanceFields,
   InstanceRecord,
   NewTransition,
+  ReadStore,
   WriteResult,
 } from '../store/index.ts';
 
@@ -36,11 +37,12 @@ export interface HostHealthPort {
   powerStateStale(host: string): boolean;
 }
 
-/** What the agent routes need of the store: an engine's writes, on behalf of a remote engine. */
-export type AgentPort = Pick<
-  EngineStore,
-  'getInstance' | 'write' | 'upsertHost' | 'recordConnectionError'
->;
+/**
+ * What the agent routes need of the store: an engine's writes, on behalf of a remote engine, and
+ * one read of the records a request writes, for the per-write check.
+ */
+export type AgentPort = Pick<EngineStore, 'write' | 'upsertHost' | 'recordConnectionError'> &
+  Pick<ReadStore, 'getInstances'>;
 
 export interface Readiness {
   readonly ready: boolean;

@@ -38,6 +38,11 @@ export interface EngineStore {
 /** What readers (the API, watchers) need: queries, history, the change feed, hosts. */
 export interface ReadStore {
   getInstance(uuid: string): Promise<InstanceRecord | null>;
+  /**
+   * The records of those `uuids` that are recorded, by uuid, read in one query: a uuid matches
+   * as it does in getInstance (exactly), and one not recorded is left out.
+   */
+  getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>>;
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
   /** Transitions of one instance, newest first. */
   history(
@@ -66,8 +71,10 @@ export interface CredentialStore {
 }
 
 /** Both ports plus what only the process that opened the store does with it. */
-export interface Store extends EngineStore, ReadStore, CredentialStore {
+export interface Store extends EngineStore, ReadStore {
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
+  /** The credentials kept in the same database (closed with the store). */
+  readonly credentials: CredentialStore;
   readonly stats: StoreStats;
   /** Commits what is pending, then closes. */
   close(): Promise<void>;

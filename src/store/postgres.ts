@@ -26,20 +26,16 @@ import type { JournaledRow } from './postgres-journal.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
 import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
-import type { Store } from './ports.ts';
+import type { CredentialStore, Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
-  AddCredentialResult,
   ChangeRecord,
   ChangesPage,
-  CredentialKind,
-  CredentialRecord,
   HostRecord,
   HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  NewCredential,
   StoreOptions,
   StoreStats,
   TransitionRecord,
@@ -151,7 +147,7 @@ export class PostgresStore implements Store {
   private readonly now: () => number;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
-  private readonly credentials: PostgresCredentials;
+  readonly credentials: CredentialStore;
 
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
@@ -206,6 +202,16 @@ export class PostgresStore implements Store {
       () => this.sql<InstanceRow[]>`SELECT * FROM instances WHERE uuid = ${uuid}::text`,
     );
     return rows[0] === undefined ? null : instanceFromRow(rows[0]);
+  }
+
+  async getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>> {
+    const rows = await this.read(async () =>
+      uuids.length === 0
+        ? []
+        : this.sql<InstanceRow[]>`
+            SELECT * FROM instances WHERE uuid = ANY(${uuids}::text[])`,
+    );
+    return new Map(rows.map((row) => [row.uuid, instanceFromRow(row)]));
   }
 
   async listInstances(filter: InstanceFilter = {}): Promise<InstanceRecord[]> {
@@ -332,22 +338,6 @@ export class PostgresStore implements Store {
   async listHosts(): Promise<HostRecord[]> {
     const rows = await this.read(() => this.sql<HostRow[]>`SELECT * FROM hosts ORDER BY name`);
     return rows.map(hostFromRow);
-  }
-
-  addCredential(credential: NewCredential): Promise<AddCredentialResult> {
-    return this.credentials.addCredential(credential);
-  }
-
-  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null> {
-    return this.credentials.revokeCredential(kind, name);
-  }
-
-  findCredential(tokenHash: string): Promise<CredentialRecord | null> {
-    return this.credentials.findCredential(tokenHash);
-  }
-
-  listCredentials(): Promise<CredentialRecord[]> {
-    return this.credentials.listCredentials();
   }
 
   /** Commits every queued write, then closes. Closing again is a no-op. */

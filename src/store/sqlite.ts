@@ -38,20 +38,16 @@ import {
   WriteHealth,
 } from './common.ts';
 import { Emitter } from '../lib/index.ts';
-import type { Store } from './ports.ts';
+import type { CredentialStore, Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
-  AddCredentialResult,
   ChangeRecord,
   ChangesPage,
-  CredentialKind,
-  CredentialRecord,
   HostRecord,
   HostStatus,
   InstanceFilter,
   InstanceRecord,
   InstanceWrite,
-  NewCredential,
   RefusalReason,
   StoreOptions,
   StoreStats,
@@ -130,6 +126,7 @@ export class SqliteStore implements Store {
   private oldestKept: number | null;
 
   private readonly selectInstance: Statement<[string], InstanceRow>;
+  private readonly selectInstances: Statement<[string], InstanceRow>;
   private readonly insertInstance: Statement<SqlValue[], InstanceRow>;
   private readonly updateStatements = new Map<number, Statement<SqlValue[], InstanceRow>>();
   private readonly insertTransition: Statement<SqlValue[]>;
@@ -151,7 +148,7 @@ export class SqliteStore implements Store {
     (write: InstanceWrite, now: number) => Outcome
   >;
   private readonly readPage: Database.Transaction<(since: number, limit: number) => ChangesPage>;
-  private readonly credentials: SqliteCredentials;
+  readonly credentials: CredentialStore;
 
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
     const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -182,6 +179,10 @@ export class SqliteStore implements Store {
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
     this.selectInstance = db.prepare('SELECT * FROM instances WHERE uuid = ?');
+    // The uuids as one JSON array: one statement whatever their number.
+    this.selectInstances = db.prepare(
+      'SELECT * FROM instances WHERE uuid IN (SELECT value FROM json_each(?))',
+    );
     this.insertInstance = db.prepare<SqlValue[], InstanceRow>(
       `INSERT INTO instances (uuid, ${columns.join(', ')}, version, created_at, updated_at)
        VALUES (?, ${columns.map(() => '?').join(', ')}, 1, ?, ?)
@@ -254,6 +255,18 @@ export class SqliteStore implements Store {
     return this.guard(() => {
       const row = this.selectInstance.get(uuid);
       return row === undefined ? null : instanceFromRow(row);
+    });
+  }
+
+  async getInstances(uuids: readonly string[]): Promise<ReadonlyMap<string, InstanceRecord>> {
+    return this.guard(() => {
+      const records = new Map<string, InstanceRecord>();
+      if (uuids.length === 0) return records;
+      for (const row of this.selectInstances.all(JSON.stringify(uuids))) {
+        const record = instanceFromRow(row);
+        records.set(record.uuid, record);
+      }
+      return records;
     });
   }
 
@@ -331,22 +344,6 @@ export class SqliteStore implements Store {
 
   async listHosts(): Promise<HostRecord[]> {
     return this.guard(() => this.selectHosts.all().map(hostFromRow));
-  }
-
-  addCredential(credential: NewCredential): Promise<AddCredentialResult> {
-    return this.credentials.addCredential(credential);
-  }
-
-  revokeCredential(kind: CredentialKind, name: string): Promise<CredentialRecord | null> {
-    return this.credentials.revokeCredential(kind, name);
-  }
-
-  findCredential(tokenHash: string): Promise<CredentialRecord | null> {
-    return this.credentials.findCredential(tokenHash);
-  }
-
-  listCredentials(): Promise<CredentialRecord[]> {
-    return this.credentials.listCredentials();
   }
 
   /** Commits every queued write, then closes. Closing again is a no-op. */

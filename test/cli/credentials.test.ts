@@ -39,8 +39,8 @@ describe('hvsync hosts add / revoke through the admin API', () => {
       run.stderr,
     );
     // Only its hash is stored.
-    assert.equal((await h.store.findCredential(tokenHash(token)))?.name, 'host-a');
-    const rows = await h.store.listCredentials();
+    assert.equal((await h.store.credentials.findCredential(tokenHash(token)))?.name, 'host-a');
+    const rows = await h.store.credentials.listCredentials();
     assert.ok(!JSON.stringify(rows).includes(token));
 
     const file = join(dir, 'host-a.token');
@@ -149,7 +149,7 @@ describe('hvsync hosts add / revoke against the database', () => {
 
     const store = await openSqliteStore(path);
     try {
-      const found = await store.findCredential(tokenHash(token));
+      const found = await store.credentials.findCredential(tokenHash(token));
       assert.equal(found?.name, 'host-a');
       assert.notEqual(found?.revokedAt, null);
     } finally {
@@ -167,7 +167,7 @@ describe('hvsync hosts add / revoke against the database', () => {
         run.stderr,
         /is in use by a running hvsync .*admin API instead, with --server URL/,
       );
-      assert.deepEqual(await held.listCredentials(), []);
+      assert.deepEqual(await held.credentials.listCredentials(), []);
     } finally {
       await held.close();
     }

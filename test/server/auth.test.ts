@@ -37,7 +37,7 @@ async function startReplica(
     readiness: new FakeReadiness(),
     registry: new Registry(),
     token: 'token' in options ? options.token : ADMIN,
-    credentials: store,
+    credentials: store.credentials,
     agents: store,
     now: options.now,
   });

@@ -176,7 +176,7 @@ export async function startServer(options: HarnessOptions = {}): Promise<Harness
   const actions = new FakeActions(store);
   const readiness = new FakeReadiness();
   const app = buildServer({
-    credentials: store,
+    credentials: store.credentials,
     ...serverOptions,
     store,
     actions,

@@ -688,6 +688,50 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       await store.close();
     });
 
+    test('many records are read by uuid at once; unknown ones are left out', async () => {
+      const store = await fresh();
+      const first = ok(await store.write(create(uuidOf(1), { name: 'one' }))).instance;
+      const second = ok(await store.write(create(uuidOf(2), { name: 'two' }))).instance;
+      await store.write(create(uuidOf(3)));
+
+      assert.deepEqual(await store.getInstances([]), new Map());
+      assert.deepEqual(await store.getInstances([uuidOf(404)]), new Map());
+      assert.deepEqual(
+        await store.getInstances([uuidOf(2), uuidOf(404), uuidOf(1), uuidOf(2)]),
+        new Map([
+          [uuidOf(2), second],
+          [uuidOf(1), first],
+        ]),
+        'each recorded uuid once, duplicates and unknown uuids asked for or not',
+      );
+      // A uuid matches exactly, as in getInstance (callers lower-case what they are sent).
+      const lower = uuidOf(10);
+      const upper = lower.toUpperCase();
+      assert.notEqual(upper, lower);
+      ok(await store.write(create(lower, { name: 'lower' })));
+      assert.deepEqual(await store.getInstances([upper]), new Map());
+      ok(await store.write(create(upper, { name: 'upper' })));
+      const both = await store.getInstances([upper, lower]);
+      assert.deepEqual(
+        [...both].map(([uuid, record]) => [uuid, record.name]).sort(),
+        [
+          [upper, 'upper'],
+          [lower, 'lower'],
+        ].sort(),
+      );
+
+      // More than a request of writes carries (500).
+      const many = Array.from({ length: 600 }, (_, i) => uuidOf(i));
+      assert.deepEqual([...(await store.getInstances(many)).keys()].sort(), [
+        uuidOf(1),
+        uuidOf(2),
+        uuidOf(3),
+        lower,
+      ]);
+      await store.close();
+      await rejectsWithCode(store.getInstances([uuidOf(1)]), 'closed');
+    });
+
     test('page size defaults to 100 and is capped at 1000', async () => {
       const store = await fresh();
       const writes: Promise<WriteResult>[] = [];
@@ -769,7 +813,11 @@ export function storeContract(name: string, target: StoreUnderTest): void {
 
     test('a credential is found by its hash, listed, and revoked once', async () => {
       const store = await fresh({ now: () => 1_000 });
-      const added = await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) });
+      const added = await store.credentials.addCredential({
+        kind: 'host',
+        name: 'h1',
+        tokenHash: hash(1),
+      });
       assert.deepEqual(added, {
         ok: true,
         credential: {
@@ -780,19 +828,33 @@ export function storeContract(name: string, target: StoreUnderTest): void {
           revokedAt: null,
         },
       });
-      ok2(await store.addCredential({ kind: 'reader', name: 'dashboard', tokenHash: hash(2) }));
-      assert.equal((await store.findCredential(hash(1)))?.name, 'h1');
-      assert.equal((await store.findCredential(hash(2)))?.kind, 'reader');
-      assert.equal(await store.findCredential(hash(3)), null);
+      ok2(
+        await store.credentials.addCredential({
+          kind: 'reader',
+          name: 'dashboard',
+          tokenHash: hash(2),
+        }),
+      );
+      assert.equal((await store.credentials.findCredential(hash(1)))?.name, 'h1');
+      assert.equal((await store.credentials.findCredential(hash(2)))?.kind, 'reader');
+      assert.equal(await store.credentials.findCredential(hash(3)), null);
 
-      const revoked = await store.revokeCredential('host', 'h1');
+      const revoked = await store.credentials.revokeCredential('host', 'h1');
       assert.equal(revoked?.revokedAt, 1_000);
-      assert.equal(await store.revokeCredential('host', 'h1'), null, 'nothing left to revoke');
+      assert.equal(
+        await store.credentials.revokeCredential('host', 'h1'),
+        null,
+        'nothing left to revoke',
+      );
       // Kept, so that the token is told it was revoked rather than that it is unknown.
-      assert.equal((await store.findCredential(hash(1)))?.revokedAt, 1_000);
-      assert.equal(await store.revokeCredential('reader', 'h1'), null, 'kinds are apart');
+      assert.equal((await store.credentials.findCredential(hash(1)))?.revokedAt, 1_000);
+      assert.equal(
+        await store.credentials.revokeCredential('reader', 'h1'),
+        null,
+        'kinds are apart',
+      );
       assert.deepEqual(
-        (await store.listCredentials()).map((c) => [c.kind, c.name, c.revokedAt]),
+        (await store.credentials.listCredentials()).map((c) => [c.kind, c.name, c.revokedAt]),
         [
           ['host', 'h1', 1_000],
           ['reader', 'dashboard', null],
@@ -804,24 +866,35 @@ export function storeContract(name: string, target: StoreUnderTest): void {
     test('a name has one valid credential: a second is refused unless it replaces', async () => {
       let clock = 10;
       const store = await fresh({ now: () => clock });
-      ok2(await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) }));
-      const again = await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(2) });
+      ok2(await store.credentials.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(1) }));
+      const again = await store.credentials.addCredential({
+        kind: 'host',
+        name: 'h1',
+        tokenHash: hash(2),
+      });
       assert.equal(again.ok, false);
       assert.equal(!again.ok && again.current.tokenHash, hash(1));
-      assert.equal(await store.findCredential(hash(2)), null);
+      assert.equal(await store.credentials.findCredential(hash(2)), null);
       // The same name as another kind is another credential.
-      ok2(await store.addCredential({ kind: 'reader', name: 'h1', tokenHash: hash(3) }));
+      ok2(
+        await store.credentials.addCredential({ kind: 'reader', name: 'h1', tokenHash: hash(3) }),
+      );
 
       clock = 20;
       ok2(
-        await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(4), replace: true }),
+        await store.credentials.addCredential({
+          kind: 'host',
+          name: 'h1',
+          tokenHash: hash(4),
+          replace: true,
+        }),
       );
-      assert.equal((await store.findCredential(hash(1)))?.revokedAt, 20);
-      assert.equal((await store.findCredential(hash(4)))?.revokedAt, null);
+      assert.equal((await store.credentials.findCredential(hash(1)))?.revokedAt, 20);
+      assert.equal((await store.credentials.findCredential(hash(4)))?.revokedAt, null);
       // A revoked name can be given a new token.
-      await store.revokeCredential('host', 'h1');
-      ok2(await store.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(5) }));
-      const hosts = (await store.listCredentials()).filter((c) => c.kind === 'host');
+      await store.credentials.revokeCredential('host', 'h1');
+      ok2(await store.credentials.addCredential({ kind: 'host', name: 'h1', tokenHash: hash(5) }));
+      const hosts = (await store.credentials.listCredentials()).filter((c) => c.kind === 'host');
       assert.deepEqual(
         hosts.map((c) => c.tokenHash),
         [hash(5), hash(4), hash(1)],
@@ -834,11 +907,11 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       const store = await fresh();
       const results = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
-          store.addCredential({ kind: 'host', name: 'race', tokenHash: hash(100 + i) }),
+          store.credentials.addCredential({ kind: 'host', name: 'race', tokenHash: hash(100 + i) }),
         ),
       );
       assert.equal(results.filter((r) => r.ok).length, 1);
-      const valid = (await store.listCredentials()).filter((c) => c.revokedAt === null);
+      const valid = (await store.credentials.listCredentials()).filter((c) => c.revokedAt === null);
       assert.equal(valid.length, 1);
       await store.close();
     });
@@ -846,15 +919,17 @@ export function storeContract(name: string, target: StoreUnderTest): void {
     test('credentials survive reopening; calls after close reject with closed', async () => {
       const path = await target.freshLocation();
       const first = await target.open(path);
-      ok2(await first.addCredential({ kind: 'host', name: 'kept', tokenHash: hash(7) }));
+      ok2(
+        await first.credentials.addCredential({ kind: 'host', name: 'kept', tokenHash: hash(7) }),
+      );
       await first.close();
-      await rejectsWithCode(first.findCredential(hash(7)), 'closed');
+      await rejectsWithCode(first.credentials.findCredential(hash(7)), 'closed');
       await rejectsWithCode(
-        first.addCredential({ kind: 'host', name: 'x', tokenHash: hash(8) }),
+        first.credentials.addCredential({ kind: 'host', name: 'x', tokenHash: hash(8) }),
         'closed',
       );
       const second = await target.open(path);
-      assert.equal((await second.findCredential(hash(7)))?.name, 'kept');
+      assert.equal((await second.credentials.findCredential(hash(7)))?.name, 'kept');
       await second.close();
     });
   });

@@ -129,6 +129,7 @@ function competingWriter(store: Store, target: { uuid?: string; fired?: boolean 
   };
   return {
     getInstance: (uuid) => store.getInstance(uuid),
+    getInstances: (uuids) => store.getInstances(uuids),
     listInstances: (filter) => store.listInstances(filter),
     write,
     history: (uuid, options) => store.history(uuid, options),
@@ -137,10 +138,7 @@ function competingWriter(store: Store, target: { uuid?: string; fired?: boolean 
     upsertHost: (host) => store.upsertHost(host),
     recordConnectionError: (host, error) => store.recordConnectionError(host, error),
     listHosts: () => store.listHosts(),
-    addCredential: (credential) => store.addCredential(credential),
-    revokeCredential: (kind, name) => store.revokeCredential(kind, name),
-    findCredential: (hash) => store.findCredential(hash),
-    listCredentials: () => store.listCredentials(),
+    credentials: store.credentials,
     get writeFailure() {
       return store.writeFailure;
     },
