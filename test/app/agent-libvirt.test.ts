@@ -189,6 +189,8 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
         '0',
         '--status-interval',
         '1',
+        '--log-level',
+        'debug',
       ];
       const spawnAgent = (): ServerProcess =>
         // Lists and adopts every domain of the shared test driver first: give it time on a busy
@@ -239,9 +241,15 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
       try {
         for (const name of names) {
           const expected = names.slice(0, 3).includes(name) ? 'paused' : 'running';
+          let last: ApiInstance | undefined;
           const record = await until(`${name} ${expected} in the control plane`, async () => {
-            const found = await byName(client, host, name);
-            return found?.powerState === expected ? found : null;
+            last = await byName(client, host, name);
+            return last?.powerState === expected ? last : null;
+          }).catch(async (error: unknown) => {
+            const history = last === undefined ? [] : await client.history(last.uuid, 1000);
+            throw new Error(
+              `${String(error)}; last seen ${JSON.stringify(last)}; history ${JSON.stringify(history)}`,
+            );
           });
           const history = (await client.history(record.uuid, 1000)).reverse();
           // A chain: each transition starts where the one before it ended (nothing lost between
@@ -261,6 +269,10 @@ describeLibvirt('hvsync agent on the libvirt test driver', () => {
           assert.equal(history[0]!.cause, 'adopt');
           assert.ok(history.length >= (expected === 'paused' ? 2 : 1), `${name}: ${keys}`);
         }
+      } catch (error) {
+        // What the restarted agent said is most of what there is to go on.
+        console.error(`the restarted agent said:\n${agent.output()}`);
+        throw error;
       } finally {
         await agent.stop();
       }
