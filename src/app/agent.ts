@@ -132,7 +132,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       retryMaxMs: config.retryMaxMs,
       onRecordChanged: recordChanged,
       onSynced: () => {
-        engine?.reconcile().catch((error: unknown) => {
+        engine?.reconcile({ reread: true }).catch((error: unknown) => {
           log.warn({ err: error }, 'reconcile after the outage failed');
         });
       },

@@ -244,7 +244,10 @@ export class SyncEngine {
   }
 
   /** A full pass over the listing and this host's records. Passes never overlap: a call during one gets the next. */
-  reconcile(): Promise<ReconcileReport> {
+  reconcile(options: { readonly reread?: boolean } = {}): Promise<ReconcileReport> {
+    // After writes made by others that may not all have been told (an agent's journal replayed
+    // after an outage), the records are read afresh rather than trusted from memory.
+    if (options.reread === true) this.records.forget();
     return this.reconciler.reconcile();
   }
 
@@ -266,7 +269,10 @@ export class SyncEngine {
    * disconnected are picked up by the start and by the reconcile after reconnecting.
    */
   recordChanged(record: InstanceRecord): void {
-    if (this.state !== 'running' || record.host !== this.hostName) return;
+    if (this.state !== 'running') return;
+    // Kept in the reconcile's copy of this host's records, or dropped from it when it moved.
+    this.records.changedElsewhere(record);
+    if (record.host !== this.hostName) return;
     if (record.taskState === null || this.tasks.has(record.uuid)) return;
     this.track(this.tasks.pickUp(record));
   }

@@ -82,6 +82,15 @@ export class HostRecords {
     this.put(write.uuid, record);
   }
 
+  /**
+   * A record another writer changed (an agent's watch, or its replay of an outage journal brings
+   * it): taken when newer than the copy, so the next reconcile compares the listing with it.
+   */
+  changedElsewhere(record: InstanceRecord): void {
+    this.landedDuringRead?.set(record.uuid, newer(this.landedDuringRead.get(record.uuid), record));
+    this.put(record.uuid, record);
+  }
+
   /** A write whose outcome is unknown (it threw): the store's record is read when next needed. */
   unsure(uuid: string): void {
     this.landedDuringRead?.set(uuid, null);

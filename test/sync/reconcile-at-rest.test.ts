@@ -134,6 +134,38 @@ describe('engine: reconcile at rest', () => {
     );
   });
 
+  test("a record another writer changed and told of is the reconcile's at once; reread reads all", () => {
+    const reads = { count: 0, hostLists: 0 };
+    return withHarness(
+      {
+        instances: 3,
+        engine: { recordsFullReadEvery: 1_000 },
+        wrapStore: (store) => countingReads(store, reads),
+      },
+      async (h) => {
+        await h.quiesce();
+        // Not told: the copy in memory still matches the listing, nothing is found.
+        const uuid = await pausedPastTheEngine(h);
+        reads.hostLists = 0;
+        const missed = await h.engine.reconcile();
+        assert.equal(missed.drift, 0);
+        assert.equal(reads.hostLists, 0);
+        // Told (an agent's watch): the next reconcile compares the listing with it, no full read.
+        h.engine.recordChanged((await h.record(uuid))!);
+        const told = await h.engine.reconcile();
+        assert.equal(told.drift, 1);
+        assert.equal(reads.hostLists, 0);
+        assert.equal((await h.record(uuid)).powerState, 'running', 'corrected from the listing');
+        // Not told again, but asked to read afresh (after an agent's journal was replayed).
+        const again = await pausedPastTheEngine(h);
+        const reread = await h.engine.reconcile({ reread: true });
+        assert.equal(reads.hostLists, 1);
+        assert.equal(reread.drift, 1);
+        assert.equal((await h.record(again)).powerState, 'running');
+      },
+    );
+  });
+
   test('after a disconnect the next reconcile reads the store in full', () => {
     const reads = { count: 0, hostLists: 0 };
     return withHarness(
