@@ -276,6 +276,14 @@ class WatchStream {
 
   /** The highest revision replay has read from the log, matching the filter or not. */
   private lastRead = 0;
+  /**
+   * The first revision delivered live since `kept` was last emptied, matching the filter or not:
+   * every later one is in `kept` (those that match), so replay need read the log only up to it.
+   * Without this a replay chases the log's head for as long as commits keep coming, reading
+   * every host's changes (a thousand agents resuming after a restart, while their journals drain,
+   * each read the whole drain).
+   */
+  private firstLive: number | null = null;
 
   constructor(
     private readonly store: ReadStore,
@@ -319,6 +327,7 @@ class WatchStream {
   private dropKept(): void {
     this.kept = [];
     this.keptEpoch++;
+    this.firstLive = null;
   }
 
   /** Starts sending changes after revision `since`. */
@@ -387,7 +396,9 @@ class WatchStream {
       }
       this.lastRead = Math.max(this.lastRead, page.changes.at(-1)?.revision ?? 0);
       this.flush();
-      const caughtUp = this.lastRead >= page.latestRevision;
+      const caughtUp =
+        this.lastRead >= page.latestRevision ||
+        (this.firstLive !== null && this.lastRead >= this.firstLive - 1);
       const kept = this.kept ?? [];
       const fits = this.outboxEvents + kept.length <= this.settings.bufferLimit;
       if (caughtUp && epoch === this.keptEpoch && fits) {
@@ -408,6 +419,7 @@ class WatchStream {
   /** Live changes from the hub, already serialised. */
   receive(batch: Batch): void {
     if (this.ended) return;
+    if (!this.live) this.firstLive ??= batch.whole.first;
     if (this.host === null) {
       this.take(batch);
       return;
