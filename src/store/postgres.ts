@@ -115,23 +115,30 @@ export async function openPostgresStore(
   url: string,
   options: PostgresStoreOptions = {},
 ): Promise<PostgresStore> {
-  const sql = postgres(url, {
-    max: Math.max(2, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS),
+  const settings = {
     types: TYPES,
     onnotice: false,
     connect_timeout: 10,
     backoff: reconnectDelaySeconds,
     ...(options.schema === undefined ? {} : { connection: { search_path: options.schema } }),
+  } as const;
+  const sql = postgres(url, {
+    ...settings,
+    max: Math.max(2, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS),
   });
+  // The write batches' own connection: one batch commits at a time anyway, and it never waits
+  // behind reads (hundreds of watch streams catching up after a restart, say) for a connection.
+  const writer = postgres(url, { ...settings, max: 1 });
   try {
     if (options.schema !== undefined) await ensureSchema(sql, options.schema);
     await migratePostgres(sql);
     const [counter] = await sql<{ value: number }[]>`SELECT value FROM revision_counter`;
     const [bounds] = await sql<{ oldest: number | null }[]>`
       SELECT min(revision) AS oldest FROM changes`;
-    return new PostgresStore(sql, options, counter?.value ?? 0, bounds?.oldest ?? null);
+    return new PostgresStore(sql, writer, options, counter?.value ?? 0, bounds?.oldest ?? null);
   } catch (error) {
     await sql.end({ timeout: 1 }).catch(() => {});
+    await writer.end({ timeout: 1 }).catch(() => {});
     throw asStoreError(error, `cannot open ${redact(url)}`);
   }
 }
@@ -173,6 +180,7 @@ export class PostgresStore implements Store {
 
   constructor(
     private readonly sql: postgres.Sql,
+    private readonly writer: postgres.Sql,
     options: PostgresStoreOptions,
     latestRevision: number,
     /** Lower bound of the oldest revision kept; only decides when to prune. */
@@ -354,7 +362,7 @@ export class PostgresStore implements Store {
     }
     await this.delivery;
     this.listeners.clear();
-    await this.sql.end({ timeout: 5 });
+    await Promise.all([this.sql.end({ timeout: 5 }), this.writer.end({ timeout: 5 })]);
   }
 
   private async read<T>(query: () => Promise<T>): Promise<T> {
@@ -442,7 +450,7 @@ export class PostgresStore implements Store {
     isolate: boolean,
   ): Promise<Outcome[]> {
     let prunedNow: { removed: number; oldestKept: number } | null = null;
-    const outcomes = await this.sql.begin(async (tx) => {
+    const outcomes = await this.writer.begin(async (tx) => {
       // The lock that orders revisions by commit: held from here to COMMIT.
       const [counter] = await tx<{ value: number }[]>`
         SELECT value FROM revision_counter FOR UPDATE`;
