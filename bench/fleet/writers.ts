@@ -5,7 +5,7 @@
 // up meanwhile in the next. On a real fleet every agent has a machine of its own; here the agents'
 // own work would take the cores the control plane needs, so this measures what the replicas and
 // PostgreSQL sustain with the writers' cost shown beside them.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import type { ApiAgentWrite } from '../../src/server/index.ts';
 import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
@@ -49,26 +49,17 @@ async function startOne(
   count: number,
 ): Promise<void> {
   const client = new HvsyncClient({ server, token, timeoutMs: 10_000, keepAlive: true });
-  // Hosts of their own, so that no agent's engine sees these changes as its host's.
-  const { results } = await client.agentWrites(host, {
-    writes: Array.from({ length: count }, (_, i) => ({
-      kind: 'create' as const,
-      uuid: randomUUID(),
-      fields: {
-        name: `${host}-${i}`,
-        host,
-        vmState: 'active' as const,
-        taskState: null,
-        taskAction: null,
-        taskStartedAt: null,
-        taskError: null,
-        powerState: 'running' as const,
-        powerReason: 'booted',
-        policy: null,
-      },
-    })),
-  });
-  if (!results.every((result) => result.ok)) throw new Error(`${host}: creates refused`);
+  // Hosts of their own, so that no agent's engine sees these changes as its host's. A request
+  // that timed out may have committed: created before (`exists`) counts.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await createInstances(client, host, count);
+      break;
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1_000 * attempt));
+    }
+  }
   const instances = new Map<string, Instance>();
   let after: string | undefined;
   for (;;) {
@@ -148,6 +139,36 @@ async function send(host: Host): Promise<void> {
   }
   host.sending = false;
   void send(host);
+}
+
+/** `count` records of `host`, with uuids that follow from the host's name (a retry repeats them). */
+async function createInstances(client: HvsyncClient, host: string, count: number): Promise<void> {
+  const { results } = await client.agentWrites(host, {
+    writes: Array.from({ length: count }, (_, i) => ({
+      kind: 'create' as const,
+      uuid: uuidFor(host, i),
+      fields: {
+        name: `${host}-${i}`,
+        host,
+        vmState: 'active' as const,
+        taskState: null,
+        taskAction: null,
+        taskStartedAt: null,
+        taskError: null,
+        powerState: 'running' as const,
+        powerReason: 'booted',
+        policy: null,
+      },
+    })),
+  });
+  if (!results.every((result) => result.ok || result.reason === 'exists')) {
+    throw new Error(`${host}: creates refused`);
+  }
+}
+
+function uuidFor(host: string, i: number): string {
+  const hex = createHash('sha256').update(`${host}/${i}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
 function setRate(perHost: number, tickMs: number): void {
