@@ -115,6 +115,14 @@ export type WatchOpening =
 /** Opens streams on one store, fans its changes out to them, and ends them all on shutdown. */
 export class WatchHub {
   private readonly streams = new Set<WatchStream>();
+  /**
+   * Live streams of one host (agents' informers), by host: a change is handed only to its host's
+   * streams, not offered to every agent's stream to filter (a thousand per change). The others —
+   * unfiltered streams, and filtered ones still replaying, which must see every commit to know
+   * where their replay may stop — get every change.
+   */
+  private readonly liveByHost = new Map<string, Set<WatchStream>>();
+  private readonly offeredAll = new Set<WatchStream>();
   private unsubscribe: (() => void) | null = null;
   /** Serialised live changes, oldest first, from the oldest one a stream still holds. */
   private window: Outgoing[] = [];
@@ -138,13 +146,26 @@ export class WatchHub {
 
   private add(stream: WatchStream): void {
     this.streams.add(stream);
+    this.offeredAll.add(stream);
     // Subscribed only while someone watches; a stream added before it reads the log's bounds
     // sees every commit after them.
     this.unsubscribe ??= this.store.subscribe((changes) => this.fanOut(changes));
   }
 
-  private remove(stream: WatchStream): void {
+  /** A filtered stream went live: from now on it is handed its host's changes only. */
+  private wentLive(stream: WatchStream, host: string | null): void {
+    if (host === null || !this.streams.has(stream)) return;
+    this.offeredAll.delete(stream);
+    let streams = this.liveByHost.get(host);
+    if (streams === undefined) this.liveByHost.set(host, (streams = new Set()));
+    streams.add(stream);
+  }
+
+  private remove(stream: WatchStream, host: string | null): void {
     this.streams.delete(stream);
+    this.offeredAll.delete(stream);
+    const ofHost = host === null ? undefined : this.liveByHost.get(host);
+    if (ofHost?.delete(stream) === true && ofHost.size === 0) this.liveByHost.delete(host!);
     if (this.streams.size === 0 && this.unsubscribe !== null) {
       this.unsubscribe();
       this.unsubscribe = null;
@@ -159,7 +180,15 @@ export class WatchHub {
     const batch = batchOf(changes);
     this.window.push(batch.whole);
     this.windowBytes += batch.whole.bytes.length;
-    for (const stream of [...this.streams]) stream.receive(batch);
+    for (const stream of [...this.offeredAll]) stream.receive(batch);
+    if (this.liveByHost.size > 0) {
+      for (const event of batch.each) {
+        const streams = event.host === null ? undefined : this.liveByHost.get(event.host);
+        if (streams === undefined) continue;
+        const single = { whole: event, each: [event] };
+        for (const stream of [...streams]) stream.receive(single);
+      }
+    }
     this.trim();
   }
 
@@ -192,8 +221,9 @@ export class WatchHub {
     // Subscribed before the bounds are read, so nothing committed after the check is missed.
     const stream = new WatchStream(this.store, this.settings, host, {
       ...this.hooks,
+      onLive: () => this.wentLive(stream, host),
       onEnd: (reason, started) => {
-        this.remove(stream);
+        this.remove(stream, host);
         if (started) this.hooks.onEnd(reason);
       },
     });
@@ -248,6 +278,8 @@ function refuseResume(
 
 interface StreamHooks {
   readonly onEventSent: (count: number) => void;
+  /** Caught up: from now on only live changes, called in the same turn as the last replay. */
+  readonly onLive: () => void;
   readonly onEnd: (reason: WatchEndReason, started: boolean) => void;
   readonly onError: (error: unknown) => void;
 }
@@ -407,6 +439,7 @@ class WatchStream {
         this.live = true;
         for (const event of kept) this.enqueue(event);
         this.flush();
+        this.hooks.onLive();
         return;
       }
     }

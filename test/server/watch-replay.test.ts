@@ -66,6 +66,15 @@ test('a replay under a stream of commits reads up to where live delivery began, 
       });
       assert.deepEqual(revisions(), await expected());
       assert.ok(extra > 0, 'commits raced the replay');
+      // Live now, each change handed to the streams of its host only: these arrive too.
+      extra = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < 5; i++) {
+        await patch(store, uuidOf(1), { name: `live ${i}` });
+        await patch(store, uuidOf(2), { name: `live ${i}` });
+      }
+      await waitFor(`${host ?? 'all'}: the live changes`, async () => {
+        return JSON.stringify(revisions()) === JSON.stringify(await expected());
+      });
       // The backlog is `behind` changes, 10 a page: a few more reads than that, not one per 10
       // racing commits (1,500 of them).
       assert.ok(reads <= Math.ceil(behind / 10) + 5, `${reads} reads for ${behind} behind`);
