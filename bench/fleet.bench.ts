@@ -525,8 +525,9 @@ try {
       : 'The committed rate followed the hypervisor events: not saturated at the top rate.',
     top.loopBusy > 0.8 && agentCpuPerProcess < 60
       ? `The agent processes' event loops were ${fmt(top.loopBusy * 100, 0)}% busy on ` +
-        `${fmt(agentCpuPerProcess, 0)}% of a core each: they wait in the journals' synchronous ` +
-        'fsyncs (synchronous = FULL), every simulated host on one thread and one disk.'
+        `${fmt(agentCpuPerProcess, 0)}% of a core each: runnable but waiting for a core ` +
+        `(load ${fmt(top.load)} on ${cpus().length}), ${HOSTS / PROCESSES} hosts' engines, ` +
+        'simulators and journals to a thread.'
       : `Agent event loops ${fmt(top.loopBusy * 100, 0)}% busy, ${fmt(agentCpuPerProcess, 0)}% ` +
         'of a core per agent process.',
   ];
