@@ -220,6 +220,9 @@ interface PhaseResult {
   readonly committedPerSecond: number;
   readonly eventsPerSecond: number;
   readonly latency: ReturnType<typeof summarize>;
+  /** Event → the agent holds the control plane's answer; answer → the other replica's watch. */
+  readonly acked: ReturnType<typeof summarize>;
+  readonly afterAck: ReturnType<typeof summarize>;
   readonly unmatched: number;
   readonly get: ReturnType<typeof summarize>;
   readonly shares: Record<string, number>;
@@ -289,7 +292,11 @@ async function loadPhase(
   collected = [];
   const latencies: number[] = [];
   let unmatched = 0;
-  for (const [uuid, version, observedAt, , wroteTo] of samples) {
+  // Where the time goes: event → the agent has the control plane's answer, and answer → the
+  // other replica's watch.
+  const acked: number[] = [];
+  const afterAck: number[] = [];
+  for (const [uuid, version, observedAt, , wroteTo, ackedAt] of samples) {
     if (observedAt < fromCpu.at) continue;
     const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
     if (seen === undefined) {
@@ -297,6 +304,8 @@ async function loadPhase(
       continue;
     }
     latencies.push(seen - observedAt);
+    acked.push(ackedAt - observedAt);
+    afterAck.push(seen - ackedAt);
   }
   for (const watcher of watchers) watcher.received.clear();
   const catchUp = await drained(`${name}, catching up`, 300_000);
@@ -307,6 +316,8 @@ async function loadPhase(
     committedPerSecond: committed / ((toCpu.at - fromCpu.at) / 1000),
     eventsPerSecond: (toCpu.events - fromCpu.events) / ((toCpu.at - fromCpu.at) / 1000),
     latency: summarize(latencies),
+    acked: summarize(acked),
+    afterAck: summarize(afterAck),
     unmatched,
     get: summarize(getLatencies),
     shares: cpuShares(fromCpu, toCpu),
@@ -319,6 +330,11 @@ async function loadPhase(
       `committed ${fmt(result.committedPerSecond, 0)}/s; event → other replica's watch ` +
       `p50 ${fmt(result.latency.p50)} ms p99 ${fmt(result.latency.p99)} ms ` +
       `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
+  );
+  say(
+    `   of which event → answer at the ${group.name} p50 ${fmt(result.acked.p50)} ms p99 ` +
+      `${fmt(result.acked.p99)} ms, answer → other replica's watch p50 ` +
+      `${fmt(result.afterAck.p50)} ms p99 ${fmt(result.afterAck.p99)} ms`,
   );
   say(
     `   CPU (% of one core): ${sharesLine(result.shares)}; ${group.name}' event loops ` +

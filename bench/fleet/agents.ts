@@ -66,6 +66,7 @@ async function startOne(
         change.transition.observedAt,
         change.transition.to,
         serverIndex,
+        Date.now(),
       ]);
     }
     return result;

@@ -2,9 +2,9 @@
 
 /**
  * uuid, record version the control plane gave the commit, the event's observedAt, the power state
- * it recorded, and which replica the agent wrote to.
+ * it recorded, which replica the agent wrote to, and when the agent had the control plane's answer.
  */
-export type CommitSample = [string, number, number, string, number];
+export type CommitSample = [string, number, number, string, number, number];
 
 export type FromParent =
   | {

@@ -131,7 +131,14 @@ async function send(host: Host): Promise<void> {
         instance.running = record.powerState === 'running';
       }
       if (result.ok && ++counter % sampleEvery === 0) {
-        samples.push([uuid, record!.version, now, record!.powerState, host.serverIndex]);
+        samples.push([
+          uuid,
+          record!.version,
+          now,
+          record!.powerState,
+          host.serverIndex,
+          Date.now(),
+        ]);
       }
     });
   } catch {
