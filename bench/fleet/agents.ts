@@ -11,7 +11,8 @@ import { HvsyncClient } from '../../src/cli/client.ts';
 import type { InstanceWrite, WriteResult } from '../../src/store/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';
 import { SimDriver, SimHypervisor } from '../../src/virt/index.ts';
-import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
+import type { CommitSample, WorkerReport } from './messages.ts';
+import { serveParent } from './worker.ts';
 
 interface Agent {
   readonly host: string;
@@ -30,10 +31,6 @@ const agents: Agent[] = [];
 let samples: CommitSample[] = [];
 let sampleEvery = 10;
 let counter = 0;
-
-function reply(answer: Reply): void {
-  process.send!(answer);
-}
 
 function seedOf(host: string): number {
   let hash = 2166136261;
@@ -117,67 +114,28 @@ function report(): WorkerReport {
   return out;
 }
 
-process.on('message', ({ id, message }: Request) => {
-  const send = (answer: FromWorker): void => reply({ id, message: answer });
-  void (async () => {
-    try {
-      switch (message.kind) {
-        case 'start': {
-          sampleEvery = message.sampleEvery;
-          // A few at a time: each lists its records and then creates its instances' records.
-          const queue = [...message.hosts];
-          const lanes = Array.from({ length: 8 }, async () => {
-            for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-              const [host, index] = next;
-              await startOne(
-                host,
-                message.servers[index]!,
-                index,
-                message.token,
-                message.instances,
-              );
-            }
-          });
-          await Promise.all(lanes);
-          send({ kind: 'started' });
-          break;
-        }
-        case 'rate':
-          for (const agent of agents) {
-            if (message.perHost > 0) {
-              agent.sim.startWorkload({
-                ratePerSecond: message.perHost,
-                tickMs: message.tickMs,
-                leaveActedOnMs: 0,
-              });
-            } else agent.sim.stopWorkload();
-          }
-          send({ kind: 'ok' });
-          break;
-        case 'report':
-          send(report());
-          break;
-        case 'stop':
-          await Promise.all(
-            agents.map(async (agent) => {
-              agent.sim.stopWorkload();
-              await agent.engine.stop();
-              await agent.driver.close();
-              await agent.remote.close();
-              agent.journal.close();
-              agent.sim.close();
-            }),
-          );
-          rmSync(dir, { recursive: true, force: true });
-          send({ kind: 'ok' });
-          process.exit(0);
-      }
-    } catch (error) {
-      send({
-        kind: 'error',
-        message: error instanceof Error ? (error.stack ?? error.message) : String(error),
-      });
+serveParent({
+  sampleEvery: (n) => (sampleEvery = n),
+  startHost: startOne,
+  setRate(perHost, tickMs) {
+    for (const agent of agents) {
+      if (perHost > 0) {
+        agent.sim.startWorkload({ ratePerSecond: perHost, tickMs, leaveActedOnMs: 0 });
+      } else agent.sim.stopWorkload();
     }
-  })();
+  },
+  report,
+  async stop() {
+    await Promise.all(
+      agents.map(async (agent) => {
+        agent.sim.stopWorkload();
+        await agent.engine.stop();
+        await agent.driver.close();
+        await agent.remote.close();
+        agent.journal.close();
+        agent.sim.close();
+      }),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  },
 });
-reply({ id: 'ready' });

@@ -8,7 +8,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import type { ApiAgentWrite } from '../../src/server/index.ts';
-import type { CommitSample, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
+import type { CommitSample, WorkerReport } from './messages.ts';
+import { serveParent } from './worker.ts';
 
 interface Instance {
   version: number;
@@ -36,10 +37,6 @@ let samples: CommitSample[] = [];
 let sampleEvery = 10;
 let counter = 0;
 let generated = 0;
-
-function reply(answer: Reply): void {
-  process.send!(answer);
-}
 
 async function startOne(
   host: string,
@@ -222,48 +219,12 @@ function report(): WorkerReport {
   return out;
 }
 
-process.on('message', ({ id, message }: Request) => {
-  const answer = (result: FromWorker): void => reply({ id, message: result });
-  void (async () => {
-    try {
-      switch (message.kind) {
-        case 'start': {
-          sampleEvery = message.sampleEvery;
-          const queue = [...message.hosts];
-          const lanes = Array.from({ length: 8 }, async () => {
-            for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-              const [host, index] = next;
-              await startOne(
-                host,
-                message.servers[index]!,
-                index,
-                message.token,
-                message.instances,
-              );
-            }
-          });
-          await Promise.all(lanes);
-          answer({ kind: 'started' });
-          break;
-        }
-        case 'rate':
-          setRate(message.perHost, message.tickMs);
-          answer({ kind: 'ok' });
-          break;
-        case 'report':
-          answer(report());
-          break;
-        case 'stop':
-          setRate(0, 0);
-          answer({ kind: 'ok' });
-          process.exit(0);
-      }
-    } catch (error) {
-      answer({
-        kind: 'error',
-        message: error instanceof Error ? (error.stack ?? error.message) : String(error),
-      });
-    }
-  })();
+serveParent({
+  sampleEvery: (n) => (sampleEvery = n),
+  startHost: startOne,
+  setRate,
+  report,
+  async stop() {
+    setRate(0, 0);
+  },
 });
-reply({ id: 'ready' });
