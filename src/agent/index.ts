@@ -8,4 +8,4 @@ export type { JournalEntry, JournalOptions } from './journal.ts';
 export { rebaseObservation } from './rebase.ts';
 export { RecordCache, recordFromApi } from './cache.ts';
 export { RemoteStore } from './remote-store.ts';
-export type { AgentLogger, RemoteStoreOptions, RemoteStoreStats } from './remote-store.ts';
+export type { RemoteStoreOptions, RemoteStoreStats } from './remote-store.ts';

@@ -23,25 +23,18 @@ import type {
   InstanceWrite,
   WriteResult,
 } from '../store/index.ts';
+import type { SyncLogger } from '../sync/index.ts';
 import { Backoff } from './backoff.ts';
 import { RecordCache, recordFromApi } from './cache.ts';
 import { AgentError } from './errors.ts';
 import type { Journal, JournalEntry } from './journal.ts';
 import { rebaseObservation } from './rebase.ts';
 
-/** pino's shape. */
-export interface AgentLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
 export interface RemoteStoreOptions {
   readonly client: ApiClient;
   readonly host: string;
   readonly journal: Journal;
-  readonly logger: AgentLogger;
+  readonly logger: SyncLogger;
   readonly now?: () => number;
   /** Most journal entries per request. Default 500. */
   readonly maxBatch?: number;
@@ -89,7 +82,7 @@ export class RemoteStore implements EngineStore {
   private readonly client: ApiClient;
   private readonly host: string;
   private readonly journal: Journal;
-  private readonly log: AgentLogger;
+  private readonly log: SyncLogger;
   private readonly now: () => number;
   private readonly maxBatch: number;
   private readonly retryMinMs: number;

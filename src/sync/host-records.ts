@@ -77,9 +77,7 @@ export class HostRecords {
 
   /** What a conditional write left in the store: its record, or the one it lost to. */
   written(write: InstanceWrite, result: WriteResult): void {
-    const record = result.ok ? result.instance : result.current;
-    this.landedDuringRead?.set(write.uuid, newer(this.landedDuringRead.get(write.uuid), record));
-    this.put(write.uuid, record);
+    this.landed(write.uuid, result.ok ? result.instance : result.current);
   }
 
   /**
@@ -87,14 +85,19 @@ export class HostRecords {
    * it): taken when newer than the copy, so the next reconcile compares the listing with it.
    */
   changedElsewhere(record: InstanceRecord): void {
-    this.landedDuringRead?.set(record.uuid, newer(this.landedDuringRead.get(record.uuid), record));
-    this.put(record.uuid, record);
+    this.landed(record.uuid, record);
   }
 
   /** A write whose outcome is unknown (it threw): the store's record is read when next needed. */
   unsure(uuid: string): void {
     this.landedDuringRead?.set(uuid, null);
     this.byUuid.delete(uuid);
+  }
+
+  /** What the store holds for `uuid` now; a full read under way keeps it over what it read. */
+  private landed(uuid: string, record: InstanceRecord | null): void {
+    this.landedDuringRead?.set(uuid, newer(this.landedDuringRead.get(uuid), record));
+    this.put(uuid, record);
   }
 
   private put(uuid: string, record: InstanceRecord | null): void {
