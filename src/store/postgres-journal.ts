@@ -1,7 +1,8 @@
 // Agents' outage journals on PostgreSQL: the entries of a batch that a journal has already had
 // are answered duplicate and left out, the others are applied, and each journal's high-water mark
-// moves up, all in the caller's transaction (which holds the revision-counter lock, so two
-// batches of one journal never interleave).
+// moves up, all in the caller's transaction. Each journal is locked first (a transaction-scoped
+// advisory lock, which also covers a journal with no mark yet), so two batches of one journal, a
+// resend racing its lost original say, never interleave.
 import type postgres from 'postgres';
 import { applyInRounds } from './postgres-batch.ts';
 import type { WriteRow } from './postgres-batch.ts';
@@ -19,6 +20,9 @@ export function isDuplicate(row: JournaledRow | { error: unknown }): row is Dupl
   return row !== undefined && 'duplicate' in row;
 }
 
+/** The advisory-lock space of journals (the first key of the two-key form). */
+const JOURNAL_LOCKS = 0x6a726e6c;
+
 /** applyInRounds, with journal entries processed once. */
 export async function applyJournaled(
   tx: postgres.TransactionSql,
@@ -28,6 +32,10 @@ export async function applyJournaled(
   const ids = [...new Set(writes.flatMap((w) => (w.journal === undefined ? [] : [w.journal.id])))];
   if (ids.length === 0) return applyInRounds(tx, writes, now);
 
+  // In one order everywhere, so that batches naming several journals cannot deadlock.
+  await tx`
+    SELECT pg_advisory_xact_lock(${JOURNAL_LOCKS}::int, hashtext(id))
+    FROM (SELECT DISTINCT jsonb_array_elements_text(${tx.json(ids)}::jsonb) AS id ORDER BY 1) j`;
   const marks = await tx<{ journal_id: string; last_seq: number }[]>`
     SELECT journal_id, last_seq FROM journal_applied
     WHERE journal_id IN (SELECT jsonb_array_elements_text(${tx.json(ids)}::jsonb))

@@ -55,8 +55,9 @@ export const PG_MIGRATIONS: readonly Migration[] = [
 
       -- Revisions are not a sequence: sequence values are handed out at insert but become visible
       -- at commit, so a watcher could read 12 before 11 commits and skip 11 for ever. Each writing
-      -- transaction instead locks this one row first and takes its revisions from it, so
-      -- revisions are assigned in commit order. It also outlives pruning: never reused.
+      -- transaction instead locks this one row (after its own rows, just before it logs its
+      -- changes and commits) and takes its revisions from it, so revisions are assigned in commit
+      -- order. It also outlives pruning: never reused.
       CREATE TABLE revision_counter (
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         value     bigint  NOT NULL

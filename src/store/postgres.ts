@@ -451,11 +451,6 @@ export class PostgresStore implements Store {
   ): Promise<Outcome[]> {
     let prunedNow: { removed: number; oldestKept: number } | null = null;
     const outcomes = await this.writer.begin(async (tx) => {
-      // The lock that orders revisions by commit: held from here to COMMIT.
-      const [counter] = await tx<{ value: number }[]>`
-        SELECT value FROM revision_counter FOR UPDATE`;
-      let revision = counter?.value ?? 0;
-
       let rows: (JournaledRow | { error: unknown })[];
       if (isolate) {
         rows = [];
@@ -477,51 +472,47 @@ export class PostgresStore implements Store {
         });
       }
 
-      const outcomes: Outcome[] = rows.map((row, i) => {
-        const write = batch[i]!.write;
-        if (row !== undefined && 'error' in row) return { error: row.error };
-        if (isDuplicate(row)) {
-          const current = row.duplicate === null ? null : instanceFromRow(row.duplicate);
-          return { result: { ok: false, reason: 'duplicate', current }, change: null };
-        }
-        if (row === undefined || !row.written) {
-          const current = row === undefined ? null : instanceFromRow(row);
-          const reason =
-            write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
-          return { result: { ok: false, reason, current }, change: null };
-        }
+      const applied = rows.map((row, i) => appliedOutcome(row, batch[i]!.write));
+      const writes = applied.filter(isWritten).length;
+      // The lock that orders revisions by commit, taken last and held to COMMIT: the rows above
+      // are this transaction's already, so replicas apply their batches side by side and queue
+      // only to number them, log them and commit. A batch that changed nothing takes no number.
+      let revision =
+        writes === 0
+          ? 0
+          : ((await tx<{ value: number }[]>`SELECT value FROM revision_counter FOR UPDATE`)[0]
+              ?.value ?? 0);
+      const outcomes = applied.map((a): Outcome => {
+        if (!isWritten(a)) return a;
         revision += 1;
-        const instance = instanceFromRow(row);
-        const type = write.kind === 'create' ? 'created' : 'updated';
+        const { instance, type } = a.written;
         return {
           result: { ok: true, instance, revision },
           change: { revision, type, instance, at: now },
         };
       });
-
+      if (writes === 0) return outcomes;
       const changes = outcomes.flatMap((o) =>
         'change' in o && o.change !== null ? [o.change] : [],
       );
-      if (changes.length > 0) {
-        const records = changes.map((c) => ({
-          revision: c.revision,
-          uuid: c.instance.uuid,
-          type: c.type,
-          instance: c.instance,
-          at: c.at,
-        }));
-        await Promise.all([
-          tx`
-            INSERT INTO changes (revision, uuid, type, instance, at)
-            SELECT revision, uuid, type, instance, at
-            FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
-              AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
-          tx`UPDATE revision_counter SET value = ${revision}::bigint`,
-          tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(revision)}::text)`,
-        ]);
-        // After the insert, never beside it: a batch larger than what is kept must prune itself.
-        prunedNow = await this.pruneIfDue(tx, changes[0]!.revision, revision);
-      }
+      const records = changes.map((c) => ({
+        revision: c.revision,
+        uuid: c.instance.uuid,
+        type: c.type,
+        instance: c.instance,
+        at: c.at,
+      }));
+      await Promise.all([
+        tx`
+          INSERT INTO changes (revision, uuid, type, instance, at)
+          SELECT revision, uuid, type, instance, at
+          FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
+            AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
+        tx`UPDATE revision_counter SET value = ${revision}::bigint`,
+        tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(revision)}::text)`,
+      ]);
+      // After the insert, never beside it: a batch larger than what is kept must prune itself.
+      prunedNow = await this.pruneIfDue(tx, changes[0]!.revision, revision);
       return outcomes;
     });
     const pruned = prunedNow as { removed: number; oldestKept: number } | null;
@@ -592,6 +583,37 @@ export class PostgresStore implements Store {
   private notify(changes: readonly ChangeRecord[]): void {
     this.counters.listenerErrors += this.listeners.emit(changes);
   }
+}
+
+/** A write the batch applied, not numbered yet: it gets its revision under the counter's lock. */
+interface Written {
+  readonly written: { readonly instance: InstanceRecord; readonly type: ChangeRecord['type'] };
+}
+
+function isWritten(outcome: Outcome | Written): outcome is Written {
+  return 'written' in outcome;
+}
+
+function appliedOutcome(
+  row: JournaledRow | { error: unknown },
+  write: InstanceWrite,
+): Outcome | Written {
+  if (row !== undefined && 'error' in row) return { error: row.error };
+  if (isDuplicate(row)) {
+    const current = row.duplicate === null ? null : instanceFromRow(row.duplicate);
+    return { result: { ok: false, reason: 'duplicate', current }, change: null };
+  }
+  if (row === undefined || !row.written) {
+    const current = row === undefined ? null : instanceFromRow(row);
+    const reason = write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
+    return { result: { ok: false, reason, current }, change: null };
+  }
+  return {
+    written: {
+      instance: instanceFromRow(row),
+      type: write.kind === 'create' ? 'created' : 'updated',
+    },
+  };
 }
 
 function hostFromRow(row: HostRow): HostRecord {
