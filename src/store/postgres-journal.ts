@@ -32,14 +32,18 @@ export async function applyJournaled(
   const ids = [...new Set(writes.flatMap((w) => (w.journal === undefined ? [] : [w.journal.id])))];
   if (ids.length === 0) return applyInRounds(tx, writes, now);
 
-  // In one order everywhere, so that batches naming several journals cannot deadlock.
-  await tx`
-    SELECT pg_advisory_xact_lock(${JOURNAL_LOCKS}::int, hashtext(id))
-    FROM (SELECT DISTINCT jsonb_array_elements_text(${tx.json(ids)}::jsonb) AS id ORDER BY 1) j`;
-  const marks = await tx<{ journal_id: string; last_seq: number }[]>`
-    SELECT journal_id, last_seq FROM journal_applied
-    WHERE journal_id IN (SELECT jsonb_array_elements_text(${tx.json(ids)}::jsonb))
-    FOR UPDATE`;
+  // Statements sent together run one after another on the server, each with its own snapshot,
+  // so the marks are read once the locks are held, one round trip for both. The locks are taken
+  // in one order everywhere, so that batches naming several journals cannot deadlock.
+  const [, marks] = await Promise.all([
+    tx`
+      SELECT pg_advisory_xact_lock(${JOURNAL_LOCKS}::int, hashtext(id))
+      FROM (SELECT DISTINCT jsonb_array_elements_text(${tx.json(ids)}::jsonb) AS id ORDER BY 1) j`,
+    tx<{ journal_id: string; last_seq: number }[]>`
+      SELECT journal_id, last_seq FROM journal_applied
+      WHERE journal_id IN (SELECT jsonb_array_elements_text(${tx.json(ids)}::jsonb))
+      FOR UPDATE`,
+  ]);
   const last = new Map(marks.map((m) => [m.journal_id, m.last_seq]));
   const hosts = new Map<string, string>();
   const duplicate = writes.map((write) => {
@@ -52,8 +56,22 @@ export async function applyJournaled(
     return false;
   });
 
+  // The marks move up in the same round trip as the writes (they depend on nothing written).
+  const records = [...hosts].map(([id, host]) => ({ id, host, seq: last.get(id)! }));
   const fresh = writes.filter((_, i) => !duplicate[i]);
-  const applied = fresh.length === 0 ? [] : await applyInRounds(tx, fresh, now);
+  const [applied] = await Promise.all([
+    fresh.length === 0 ? [] : applyInRounds(tx, fresh, now),
+    records.length === 0
+      ? null
+      : tx`
+          INSERT INTO journal_applied (journal_id, host, last_seq, updated_at)
+          SELECT id, host, seq, ${now}::bigint
+          FROM jsonb_to_recordset(${tx.json(records)}::jsonb) AS j(id text, host text, seq bigint)
+          ON CONFLICT (journal_id) DO UPDATE SET
+            last_seq = greatest(journal_applied.last_seq, excluded.last_seq),
+            updated_at = excluded.updated_at`,
+  ]);
+  // After the writes: a duplicate is answered with the row as it stands now.
   const dupUuids = [...new Set(writes.filter((_, i) => duplicate[i]).map((w) => w.uuid))];
   const current =
     dupUuids.length === 0
@@ -62,16 +80,6 @@ export async function applyJournaled(
           SELECT * FROM instances
           WHERE uuid IN (SELECT jsonb_array_elements_text(${tx.json(dupUuids)}::jsonb))`;
   const currentByUuid = new Map(current.map((row) => [row.uuid, row]));
-  if (hosts.size > 0) {
-    const records = [...hosts].map(([id, host]) => ({ id, host, seq: last.get(id)! }));
-    await tx`
-      INSERT INTO journal_applied (journal_id, host, last_seq, updated_at)
-      SELECT id, host, seq, ${now}::bigint
-      FROM jsonb_to_recordset(${tx.json(records)}::jsonb) AS j(id text, host text, seq bigint)
-      ON CONFLICT (journal_id) DO UPDATE SET
-        last_seq = greatest(journal_applied.last_seq, excluded.last_seq),
-        updated_at = excluded.updated_at`;
-  }
 
   let next = 0;
   return writes.map((write, i) =>
