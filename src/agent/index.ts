@@ -3,7 +3,7 @@
 export { Backoff } from './backoff.ts';
 export { AgentError } from './errors.ts';
 export type { AgentErrorCode } from './errors.ts';
-export { Journal } from './journal.ts';
+export { Journal, SEQ_GAP } from './journal.ts';
 export type { JournalEntry, JournalOptions } from './journal.ts';
 export { rebaseObservation } from './rebase.ts';
 export { RecordCache, recordFromApi } from './cache.ts';

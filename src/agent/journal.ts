@@ -1,14 +1,15 @@
-// The agent's outage journal: every write its engine makes is appended here, and made durable
-// before it is sent, and removed when the control plane has answered it. While the control plane
-// cannot be reached the entries wait here, in order, across restarts of the agent.
+// The agent's outage journal: every write its engine makes is appended here, made durable at the
+// latest by the time its answer is taken, and removed when the control plane has answered it.
+// While the control plane cannot be reached the entries wait here, in order, across restarts of
+// the agent.
 //
 // Durability is a group commit: each change is an SQLite transaction that reaches the OS at once
 // (it survives the agent being killed) but is not flushed; `sync()` flushes every transaction made
 // so far with one fdatasync on the write-ahead log, off the event loop. A caller that must not go
-// on before the disk has it (sending an entry, or answering the engine during an outage) awaits
-// `sync()`; everything appended while a flush is running shares the next one. An fsync per commit
-// on the event loop, as `synchronous=FULL` does it, cost hundreds of flushes per second per host
-// and blocked the agent while each ran.
+// on before the disk has it (taking the control plane's answer to a batch, or answering the
+// engine during an outage) awaits `sync()`; everything appended while a flush is running shares
+// the next one. An fsync per commit on the event loop, as `synchronous=FULL` does it, cost
+// hundreds of flushes per second per host and blocked the agent while each ran.
 //
 // An entry gets its seq when it is first sent, from a counter kept in the same file, and keeps
 // it: a resend after a lost answer (or a crash) carries the same seq, which the control plane
@@ -16,7 +17,15 @@
 // request at a time. An entry refused because someone else wrote the record meanwhile is
 // rewritten in place against the current record and loses its seq, so it is sent again as a new
 // entry, still ahead of everything behind it.
+//
+// A batch is flushed while it travels, not before, so the disk's latency is not added to every
+// event's. At most one batch of seqs is ever out without being on the disk; a power loss can
+// take those seqs back, so each opening moves the counter past SEQ_GAP more (and flushes that
+// before anything is sent): a seq the control plane has seen is never handed out again. An entry
+// whose seq was lost is sent with a new one; its write is conditional on the version it read, so
+// if the control plane had applied it, it is refused and rebased, not applied twice.
 import { randomUUID } from 'node:crypto';
+import { closeSync, fdatasyncSync, openSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import type { InstanceWrite } from '../store/index.ts';
@@ -52,6 +61,9 @@ export interface AppendOutcome {
   /** Older entries dropped to make room: instances with a newer entry kept. */
   readonly dropped: number;
 }
+
+/** Seqs skipped at each opening: more than a batch may hold (see the top of this file). */
+export const SEQ_GAP = 10_000;
 
 export class Journal {
   readonly id: string;
@@ -137,6 +149,15 @@ export class Journal {
         setMeta.run('next_seq', '1');
       })();
       this.committed++;
+    } else {
+      setMeta.run('next_seq', String(Number(meta.get('next_seq') ?? 1) + SEQ_GAP));
+      // On the disk before any seq past it is sent, or a second power loss could reuse them.
+      const wal = openSync(`${path}-wal`, 'r+');
+      try {
+        fdatasyncSync(wal);
+      } finally {
+        closeSync(wal);
+      }
     }
     this.id = id;
     this.insert = db.prepare('INSERT INTO entries (uuid, write) VALUES (?, ?)');

@@ -1,7 +1,7 @@
 // The store a host's engine sees when the records live in the control plane (the informer model):
 // reads come from a local cache of this host's records, filled by listing and kept current by the
 // watch; writes made in one event-loop turn travel in one request, conditional on the version
-// read, and each is appended to the outage journal, and flushed to disk, before it is sent.
+// read, and each is appended to the outage journal first (flushed to disk while it travels).
 //
 // While the control plane answers, the engine gets the control plane's answer for each write
 // (a conflict is re-read and decided again by the engine). While it does not, writes are applied
@@ -407,10 +407,15 @@ export class RemoteStore implements EngineStore {
         continue;
       }
       const sent = this.journal.assignSeqs(batch);
-      // Nothing leaves the host before the disk has it (and the seqs it goes with).
-      await this.journal.sync();
+      // The disk gets the batch (and its seqs) while it travels; its answer is taken only once
+      // the disk has it, so at most this one batch is ever out without being on the disk.
+      const flushed = this.journal.sync().then(
+        () => null,
+        (error: unknown) => error,
+      );
       this.inFlight = new Set(sent.map((e) => e.uuid));
-      let results: readonly WriteResult[];
+      let results: readonly WriteResult[] = [];
+      let failure: unknown = null;
       try {
         this.counters.requests++;
         results = (
@@ -423,15 +428,25 @@ export class RemoteStore implements EngineStore {
           throw new ClientError('protocol', `${results.length} results for ${sent.length} writes`);
         }
       } catch (error) {
+        failure = error;
+      }
+      // A journal that cannot be flushed stops the sending (kick retries): the answer is left
+      // untaken, and the entries are resent with their seqs.
+      const flushError = await flushed;
+      if (flushError !== null) {
+        this.releaseInFlight();
+        throw flushError;
+      }
+      if (failure !== null) {
         this.inFlight = new Set();
         this.deferred.clear();
-        if (isOutage(error)) {
-          this.unreachable(error);
+        if (isOutage(failure)) {
+          this.unreachable(failure);
           if (this.closing) return;
           await this.pause(backoff.next());
           continue;
         }
-        if (await this.refusedOutright(sent, error)) {
+        if (await this.refusedOutright(sent, failure)) {
           await this.pause(this.retryMaxMs);
         }
         continue;
@@ -532,6 +547,11 @@ export class RemoteStore implements EngineStore {
     });
     this.journal.settle(acked, rewritten);
     for (const answer of answers) answer();
+    this.releaseInFlight();
+  }
+
+  /** The request is over: the watch's changes held back for its instances are taken now. */
+  private releaseInFlight(): void {
     const inFlight = this.inFlight;
     this.inFlight = new Set();
     for (const uuid of inFlight) {
