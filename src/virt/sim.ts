@@ -566,10 +566,15 @@ export class SimHypervisor {
     const startedAt = this.#scheduler.now();
     // After a stall, catch up by at most a second's worth rather than in one huge burst.
     const maxBurst = Math.max(1, Math.ceil(rate));
+    const tickMs = options.tickMs ?? 10;
+    // Each simulator runs on a phase of its own (seeded), both in its operations and in its
+    // ticks: many hosts started together would otherwise all act in the same instant, a burst
+    // no real fleet makes (at 0.2 operations/s per host, 1,000 hosts every 5 s at once).
+    const phase = this.#workloadRandom.next();
     let done = 0;
-    this.#workloadTimer = setInterval(() => {
+    const tick = (): void => {
       const elapsedSeconds = (this.#scheduler.now() - startedAt) / 1000;
-      let due = Math.floor(elapsedSeconds * rate) - done;
+      let due = Math.floor(elapsedSeconds * rate + phase) - done;
       if (due > maxBurst) {
         done += due - maxBurst;
         due = maxBurst;
@@ -578,11 +583,15 @@ export class SimHypervisor {
         done++;
         this.#workloadStep(mix);
       }
-    }, options.tickMs ?? 10);
+    };
+    this.#workloadTimer = setTimeout(() => {
+      this.#workloadTimer = setInterval(tick, tickMs);
+    }, phase * tickMs);
   }
 
   stopWorkload(): void {
-    if (this.#workloadTimer) clearInterval(this.#workloadTimer);
+    // clearTimeout clears the first wait and the ticks alike.
+    if (this.#workloadTimer) clearTimeout(this.#workloadTimer);
     this.#workloadTimer = null;
   }
 
