@@ -51,7 +51,10 @@ export interface ReadStore {
   ): Promise<TransitionRecord[]>;
   /** Changes with revision > `since`, oldest first. */
   changesSince(since: number, limit?: number): Promise<ChangesPage>;
-  /** Called after each commit with the changes it made, in revision order. */
+  /**
+   * Called after each commit with the changes it made, in revision order. Not necessarily before
+   * the commit's writes are answered: PostgreSQL delivers another replica's earlier commits first.
+   */
   subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
   listHosts(): Promise<HostRecord[]>;
 }
