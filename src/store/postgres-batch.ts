@@ -67,11 +67,14 @@ type RoundRow = WriteRow & { ord: number };
 /**
  * Applies `writes` in `tx` and returns, in their order, each one's row (undefined: an update of
  * an unknown uuid). Any database error fails the whole call; the caller isolates writes then.
+ * `sent` is called once the last statement is sent, before its answer: a statement the caller
+ * sends there shares that round trip.
  */
 export async function applyInRounds(
-  tx: postgres.TransactionSql,
+  tx: postgres.ISql,
   writes: readonly InstanceWrite[],
   now: number,
+  sent?: () => void,
 ): Promise<(WriteRow | undefined)[]> {
   const rounds: { creates: InputRow[]; updates: InputRow[] }[] = [];
   const seen = new Map<string, number>();
@@ -85,10 +88,11 @@ export async function applyInRounds(
   });
 
   const rows = new Array<WriteRow | undefined>(writes.length);
-  for (const { creates, updates } of rounds) {
+  for (const [index, { creates, updates }] of rounds.entries()) {
     const statements: Promise<RoundRow[]>[] = [];
     if (creates.length > 0) statements.push(run(tx, CREATE_ROUND, creates, now));
     if (updates.length > 0) statements.push(run(tx, UPDATE_ROUND, updates, now));
+    if (index === rounds.length - 1) sent?.();
     for (const result of await Promise.all(statements)) {
       for (const { ord, ...row } of result) rows[ord] = row.uuid === null ? undefined : row;
     }
@@ -96,12 +100,7 @@ export async function applyInRounds(
   return rows;
 }
 
-function run(
-  tx: postgres.TransactionSql,
-  text: string,
-  input: InputRow[],
-  now: number,
-): Promise<RoundRow[]> {
+function run(tx: postgres.ISql, text: string, input: InputRow[], now: number): Promise<RoundRow[]> {
   return tx.unsafe<RoundRow[]>(text, [input, now], { prepare: true });
 }
 

@@ -23,14 +23,15 @@ export function isDuplicate(row: JournaledRow | { error: unknown }): row is Dupl
 /** The advisory-lock space of journals (the first key of the two-key form). */
 const JOURNAL_LOCKS = 0x6a726e6c;
 
-/** applyInRounds, with journal entries processed once. */
+/** applyInRounds, with journal entries processed once; `sent` as there. */
 export async function applyJournaled(
-  tx: postgres.TransactionSql,
+  tx: postgres.ISql,
   writes: readonly InstanceWrite[],
   now: number,
+  sent?: () => void,
 ): Promise<JournaledRow[]> {
   const ids = [...new Set(writes.flatMap((w) => (w.journal === undefined ? [] : [w.journal.id])))];
-  if (ids.length === 0) return applyInRounds(tx, writes, now);
+  if (ids.length === 0) return applyInRounds(tx, writes, now, sent);
 
   // Statements sent together run one after another on the server, each with its own snapshot,
   // so the marks are read once the locks are held, one round trip for both. The locks are taken
@@ -58,9 +59,7 @@ export async function applyJournaled(
 
   // The marks move up in the same round trip as the writes (they depend on nothing written).
   const records = [...hosts].map(([id, host]) => ({ id, host, seq: last.get(id)! }));
-  const fresh = writes.filter((_, i) => !duplicate[i]);
-  const [applied] = await Promise.all([
-    fresh.length === 0 ? [] : applyInRounds(tx, fresh, now),
+  const marked =
     records.length === 0
       ? null
       : tx`
@@ -69,7 +68,12 @@ export async function applyJournaled(
           FROM jsonb_to_recordset(${tx.json(records)}::jsonb) AS j(id text, host text, seq bigint)
           ON CONFLICT (journal_id) DO UPDATE SET
             last_seq = greatest(journal_applied.last_seq, excluded.last_seq),
-            updated_at = excluded.updated_at`,
+            updated_at = excluded.updated_at`.execute();
+  const fresh = writes.filter((_, i) => !duplicate[i]);
+  if (fresh.length === 0) sent?.();
+  const [applied] = await Promise.all([
+    fresh.length === 0 ? [] : applyInRounds(tx, fresh, now, sent),
+    marked,
   ]);
   // After the writes: a duplicate is answered with the row as it stands now.
   const dupUuids = [...new Set(writes.filter((_, i) => duplicate[i]).map((w) => w.uuid))];

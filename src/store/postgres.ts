@@ -452,73 +452,9 @@ export class PostgresStore implements Store {
     now: number,
     isolate: boolean,
   ): Promise<Outcome[]> {
-    let prunedNow: { removed: number; oldestKept: number } | null = null;
-    const outcomes = await this.writer.begin(async (tx) => {
-      let rows: (JournaledRow | { error: unknown })[];
-      if (isolate) {
-        rows = [];
-        for (const { write } of batch) {
-          try {
-            const [row] = await tx.savepoint((sp) => applyJournaled(sp, [write], now));
-            rows.push(row);
-          } catch (error) {
-            rows.push({ error });
-          }
-        }
-      } else {
-        rows = await applyJournaled(
-          tx,
-          batch.map((p) => p.write),
-          now,
-        ).catch((error: unknown) => {
-          throw new WriteFailure(error);
-        });
-      }
-
-      const applied = rows.map((row, i) => appliedOutcome(row, batch[i]!.write));
-      const writes = applied.filter(isWritten).length;
-      // The lock that orders revisions by commit, taken last and held to COMMIT: the rows above
-      // are this transaction's already, so replicas apply their batches side by side and queue
-      // only to number them, log them and commit. A batch that changed nothing takes no number.
-      let revision =
-        writes === 0
-          ? 0
-          : ((await tx<{ value: number }[]>`SELECT value FROM revision_counter FOR UPDATE`)[0]
-              ?.value ?? 0);
-      const outcomes = applied.map((a): Outcome => {
-        if (!isWritten(a)) return a;
-        revision += 1;
-        const { instance, type } = a.written;
-        return {
-          result: { ok: true, instance, revision },
-          change: { revision, type, instance, at: now },
-        };
-      });
-      if (writes === 0) return outcomes;
-      const changes = outcomes.flatMap((o) =>
-        'change' in o && o.change !== null ? [o.change] : [],
-      );
-      const records = changes.map((c) => ({
-        revision: c.revision,
-        uuid: c.instance.uuid,
-        type: c.type,
-        instance: c.instance,
-        at: c.at,
-      }));
-      await Promise.all([
-        tx`
-          INSERT INTO changes (revision, uuid, type, instance, at)
-          SELECT revision, uuid, type, instance, at
-          FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
-            AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
-        tx`UPDATE revision_counter SET value = ${revision}::bigint`,
-        tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(revision)}::text)`,
-      ]);
-      // After the insert, never beside it: a batch larger than what is kept must prune itself.
-      prunedNow = await this.pruneIfDue(tx, changes[0]!.revision, revision);
-      return outcomes;
-    });
-    const pruned = prunedNow as { removed: number; oldestKept: number } | null;
+    const { outcomes, pruned } = isolate
+      ? await this.writer.begin((tx) => this.isolatedBatch(tx, batch, now))
+      : await this.pipelinedBatch(batch, now);
     if (pruned !== null) {
       this.counters.pruned += pruned.removed;
       this.oldestKept = pruned.oldestKept;
@@ -530,15 +466,106 @@ export class PostgresStore implements Store {
     return outcomes;
   }
 
-  private async pruneIfDue(
+  /**
+   * A batch in three round trips on a connection of its own, sending together what needs no
+   * other's answer: BEGIN with the journals' locks and marks; the writes with the marks' move
+   * and the revision lock; the change log with COMMIT. A transaction through `begin()` adds a
+   * round trip for BEGIN and one for COMMIT, and under load every round trip waits to be
+   * scheduled on both ends. The revision lock is still taken after the batch's rows (statements
+   * sent together run in order) and held only to COMMIT. A write's error is a WriteFailure.
+   */
+  private async pipelinedBatch(batch: readonly PendingWrite[], now: number): Promise<BatchDone> {
+    const conn = await this.writer.reserve();
+    try {
+      const began = conn`BEGIN`.execute();
+      began.catch(() => {});
+      const lock: { counter?: Promise<{ value: number }[]> } = {};
+      let rows: JournaledRow[];
+      try {
+        rows = await applyJournaled(
+          conn,
+          batch.map((p) => p.write),
+          now,
+          () => {
+            lock.counter = conn<{ value: number }[]>`
+              SELECT value FROM revision_counter FOR UPDATE`.execute();
+            lock.counter.catch(() => {});
+          },
+        );
+      } catch (error) {
+        await began;
+        throw new WriteFailure(error);
+      }
+      await began;
+      // applyJournaled calls `sent` for every batch it is given (never an empty one).
+      if (lock.counter === undefined) throw new Error('the revision lock was never asked for');
+      const [counter] = await lock.counter;
+      const { outcomes, changes } = numbered(
+        rows.map((row, i) => appliedOutcome(row, batch[i]!.write)),
+        counter?.value ?? 0,
+        now,
+      );
+      const cutoff = this.pruneCutoffFor(changes);
+      // In this order on the server: the log, then pruning (which must see the log's new rows: a
+      // batch larger than what is kept prunes itself), then COMMIT.
+      const logged = logChanges(conn, changes);
+      const answers = await Promise.all([
+        ...logged,
+        cutoff === null ? null : conn`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`,
+        conn`COMMIT`,
+      ]);
+      const deleted = answers[logged.length] ?? null;
+      const done = answers[logged.length + 1];
+      if (done?.command !== 'COMMIT') {
+        throw new Error(`the write transaction ended in ${done?.command ?? 'nothing'}`);
+      }
+      return { outcomes, pruned: pruneDone(cutoff, deleted) };
+    } catch (error) {
+      // Harmless when COMMIT went through (a notice: no transaction in progress).
+      await conn`ROLLBACK`.catch(() => {});
+      throw error;
+    } finally {
+      conn.release();
+    }
+  }
+
+  /** The retry of a failed batch: each write in its own savepoint, so only that write fails. */
+  private async isolatedBatch(
     tx: postgres.TransactionSql,
-    firstRevision: number,
-    latestRevision: number,
-  ): Promise<{ removed: number; oldestKept: number } | null> {
-    const cutoff = pruneCutoff(this.oldestKept, firstRevision, latestRevision, this.maxChanges);
-    if (cutoff === null) return null;
-    const result = await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
-    return { removed: result.count, oldestKept: cutoff + 1 };
+    batch: readonly PendingWrite[],
+    now: number,
+  ): Promise<BatchDone> {
+    const rows: (JournaledRow | { error: unknown })[] = [];
+    for (const { write } of batch) {
+      try {
+        const [row] = await tx.savepoint((sp) => applyJournaled(sp, [write], now));
+        rows.push(row);
+      } catch (error) {
+        rows.push({ error });
+      }
+    }
+    const applied = rows.map((row, i) => appliedOutcome(row, batch[i]!.write));
+    if (!applied.some(isWritten))
+      return { outcomes: numbered(applied, 0, now).outcomes, pruned: null };
+    const [counter] = await tx<{ value: number }[]>`SELECT value FROM revision_counter FOR UPDATE`;
+    const { outcomes, changes } = numbered(applied, counter?.value ?? 0, now);
+    await Promise.all(logChanges(tx, changes));
+    // After the insert, never beside it: a batch larger than what is kept must prune itself.
+    const cutoff = this.pruneCutoffFor(changes);
+    const deleted =
+      cutoff === null ? null : await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
+    return { outcomes, pruned: pruneDone(cutoff, deleted) };
+  }
+
+  private pruneCutoffFor(changes: readonly ChangeRecord[]): number | null {
+    if (changes.length === 0) return null;
+    const first = changes[0]!.revision;
+    return pruneCutoff(
+      this.oldestKept,
+      first,
+      changes[changes.length - 1]!.revision,
+      this.maxChanges,
+    );
   }
 
   /** Hands a local commit to listeners, after any other process's commits that came before it. */
@@ -585,6 +612,65 @@ export class PostgresStore implements Store {
   private notify(changes: readonly ChangeRecord[]): void {
     this.counters.listenerErrors += this.listeners.emit(changes);
   }
+}
+
+/** A batch committed: each write's outcome, and what pruning removed (null: none was due). */
+interface BatchDone {
+  readonly outcomes: Outcome[];
+  readonly pruned: { readonly removed: number; readonly oldestKept: number } | null;
+}
+
+/** Numbers the applied writes from `base` on, in batch order: their results and log records. */
+function numbered(
+  applied: readonly (Outcome | Written)[],
+  base: number,
+  now: number,
+): { outcomes: Outcome[]; changes: ChangeRecord[] } {
+  let revision = base;
+  const changes: ChangeRecord[] = [];
+  const outcomes = applied.map((a): Outcome => {
+    if (!isWritten(a)) return a;
+    revision += 1;
+    const { instance, type } = a.written;
+    const change: ChangeRecord = { revision, type, instance, at: now };
+    changes.push(change);
+    return { result: { ok: true, instance, revision }, change };
+  });
+  return { outcomes, changes };
+}
+
+/** The statements that log `changes` (none when empty): the change rows, the counter, the wake-up. */
+function logChanges(
+  tx: postgres.ISql,
+  changes: readonly ChangeRecord[],
+): postgres.PendingQuery<postgres.Row[]>[] {
+  if (changes.length === 0) return [];
+  const latest = changes[changes.length - 1]!.revision;
+  const records = changes.map((c) => ({
+    revision: c.revision,
+    uuid: c.instance.uuid,
+    type: c.type,
+    instance: c.instance,
+    at: c.at,
+  }));
+  return [
+    tx`
+      INSERT INTO changes (revision, uuid, type, instance, at)
+      SELECT revision, uuid, type, instance, at
+      FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
+        AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
+    tx`UPDATE revision_counter SET value = ${latest}::bigint`,
+    tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(latest)}::text)`,
+  ];
+}
+
+function pruneDone(
+  cutoff: number | null,
+  deleted: { readonly count: number } | null,
+): BatchDone['pruned'] {
+  return cutoff === null || deleted === null
+    ? null
+    : { removed: deleted.count, oldestKept: cutoff + 1 };
 }
 
 /** A write the batch applied, not numbered yet: it gets its revision under the counter's lock. */
