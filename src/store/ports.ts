@@ -51,10 +51,7 @@ export interface ReadStore {
   ): Promise<TransitionRecord[]>;
   /** Changes with revision > `since`, oldest first. */
   changesSince(since: number, limit?: number): Promise<ChangesPage>;
-  /**
-   * Called after each commit with the changes it made, in revision order. Not necessarily before
-   * the commit's writes are answered: PostgreSQL delivers another replica's earlier commits first.
-   */
+  /** Called after each commit with the changes it made, in revision order. */
   subscribe(listener: (changes: readonly ChangeRecord[]) => void): () => void;
   listHosts(): Promise<HostRecord[]>;
 }

@@ -421,10 +421,7 @@ export class PostgresStore implements Store {
     for (const outcome of outcomes) {
       if ('change' in outcome && outcome.change !== null) changes.push(outcome.change);
     }
-    // Answered first, delivered after: delivery may wait to read another replica's earlier
-    // commits, and the writer has no need to wait for that (listeners still get every commit in
-    // revision order).
-    if (changes.length > 0) this.deliverLocal(changes);
+    if (changes.length > 0) await this.deliverLocal(changes);
     outcomes.forEach((outcome, i) => {
       const pending = batch[i]!;
       if ('error' in outcome) {
@@ -569,7 +566,7 @@ export class PostgresStore implements Store {
   }
 
   /** Hands a local commit to listeners, after any other process's commits that came before it. */
-  private deliverLocal(changes: readonly ChangeRecord[]): void {
+  private deliverLocal(changes: readonly ChangeRecord[]): Promise<void> {
     const first = changes[0]!.revision;
     this.delivery = this.delivery.then(async () => {
       if (this.listeners.size > 0 && this.deliveredUpTo < first - 1) {
@@ -579,6 +576,7 @@ export class PostgresStore implements Store {
       this.deliveredUpTo = Math.max(this.deliveredUpTo, changes[changes.length - 1]!.revision);
       if (fresh.length > 0) this.notify(fresh);
     });
+    return this.delivery;
   }
 
   /** After another process's NOTIFY: read what listeners have not had yet from the log. */

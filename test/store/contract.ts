@@ -2,7 +2,6 @@
 // test/store/sqlite.test.ts and test/store/postgres.test.ts call storeContract with their own.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as delay } from 'node:timers/promises';
 import { StoreError } from '../../src/store/index.ts';
 import type {
   AddCredentialResult,
@@ -570,44 +569,33 @@ export function storeContract(name: string, target: StoreUnderTest): void {
         throw new Error('listener bug');
       });
       const unsubscribe = store.subscribe((changes) => delivered.push([...changes]));
-      // A commit may be answered before it is delivered (see Store.subscribe).
-      const deliveredCalls = async (count: number): Promise<void> => {
-        for (let waited = 0; delivered.length < count && waited < 5_000; waited += 5) {
-          await delay(5);
-        }
-      };
 
       const batch = await Promise.all([
         store.write(create(uuidOf(1))),
         store.write(create(uuidOf(2))),
         store.write(update(uuidOf(1), 1, { powerState: 'paused' })),
       ]);
-      await deliveredCalls(1);
       assert.equal(delivered.length, 1, 'one call per commit');
       assert.deepEqual(
         delivered[0]!.map((c) => c.revision),
         batch.map((r) => ok(r).revision),
       );
       assert.equal(delivered[0]![2]!.instance.powerState, 'paused');
+      assert.equal(errors.length, 1);
+      assert.equal(store.stats.listenerErrors, 1);
 
       const refused = await store.write(create(uuidOf(1)));
       assert.ok(!refused.ok);
-      const next = ok(await store.write(update(uuidOf(2), 1, { powerState: 'shutoff' })));
-      await deliveredCalls(2);
-      assert.equal(delivered.length, 2, 'a commit without changes is not delivered');
-      assert.deepEqual(
-        delivered[1]!.map((c) => c.revision),
-        [next.revision],
-      );
-      assert.equal(errors.length, 2);
-      assert.equal(store.stats.listenerErrors, 2);
+      assert.equal(delivered.length, 1, 'a commit without changes is not delivered');
+
+      ok(await store.write(update(uuidOf(2), 1, { powerState: 'shutoff' })));
+      assert.equal(delivered.length, 2);
       unsubscribe();
       unsubscribeThrower();
       ok(await store.write(update(uuidOf(2), 2, { powerState: 'running' })));
-      // Closing waits for every delivery under way.
-      await store.close();
       assert.equal(delivered.length, 2);
       assert.equal(errors.length, 2);
+      await store.close();
     });
   });
 
