@@ -21,8 +21,13 @@ import {
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
-import { applyJournaled, isDuplicate } from './postgres-journal.ts';
-import type { JournaledRow } from './postgres-journal.ts';
+import {
+  CHANGES_CHANNEL,
+  commitIsolated,
+  commitPipelined,
+  WriteFailure,
+} from './postgres-commit.ts';
+import type { Outcome } from './postgres-commit.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
 import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
@@ -50,9 +55,6 @@ export interface PostgresStoreOptions extends StoreOptions {
   /** Told when following other processes' commits fails; the next notification retries. */
   readonly onFeedError?: (error: unknown) => void;
 }
-
-/** The channel every writing transaction notifies on commit, with its last revision. */
-const CHANGES_CHANNEL = 'hvsync_changes';
 
 const DEFAULT_MAX_CONNECTIONS = 4;
 
@@ -96,10 +98,6 @@ interface PendingWrite {
   readonly reject: (error: unknown) => void;
 }
 
-type Outcome =
-  | { readonly result: WriteResult; readonly change: ChangeRecord | null }
-  | { readonly error: unknown };
-
 // int8 columns (timestamps, revisions, ids) as numbers: epoch ms and counters stay far below 2^53.
 const TYPES = {
   bigint: {
@@ -141,11 +139,6 @@ export async function openPostgresStore(
     await writer.end({ timeout: 1 }).catch(() => {});
     throw asStoreError(error, `cannot open ${redact(url)}`);
   }
-}
-
-/** Marks an error thrown by one write (as opposed to BEGIN or COMMIT) so the batch can isolate it. */
-class WriteFailure {
-  constructor(readonly cause: unknown) {}
 }
 
 export class PostgresStore implements Store {
@@ -449,9 +442,12 @@ export class PostgresStore implements Store {
     now: number,
     isolate: boolean,
   ): Promise<Outcome[]> {
+    const writes = batch.map((p) => p.write);
+    const cutoffFor = (changes: readonly ChangeRecord[]): number | null =>
+      this.pruneCutoffFor(changes);
     const { outcomes, pruned } = isolate
-      ? await this.writer.begin((tx) => this.isolatedBatch(tx, batch, now))
-      : await this.pipelinedBatch(batch, now);
+      ? await this.writer.begin((tx) => commitIsolated(tx, writes, now, cutoffFor))
+      : await commitPipelined(this.writer, writes, now, cutoffFor);
     if (pruned !== null) {
       this.counters.pruned += pruned.removed;
       this.oldestKept = pruned.oldestKept;
@@ -461,97 +457,6 @@ export class PostgresStore implements Store {
       this.oldestKept = first.change?.revision ?? null;
     }
     return outcomes;
-  }
-
-  /**
-   * A batch in three round trips on a connection of its own, sending together what needs no
-   * other's answer: BEGIN with the journals' locks and marks; the writes with the marks' move
-   * and the revision lock; the change log with COMMIT. A transaction through `begin()` adds a
-   * round trip for BEGIN and one for COMMIT, and under load every round trip waits to be
-   * scheduled on both ends. The revision lock is still taken after the batch's rows (statements
-   * sent together run in order) and held only to COMMIT. A write's error is a WriteFailure.
-   */
-  private async pipelinedBatch(batch: readonly PendingWrite[], now: number): Promise<BatchDone> {
-    const conn = await this.writer.reserve();
-    try {
-      const began = conn`BEGIN`.execute();
-      began.catch(() => {});
-      const lock: { counter?: Promise<{ value: number }[]> } = {};
-      let rows: JournaledRow[];
-      try {
-        rows = await applyJournaled(
-          conn,
-          batch.map((p) => p.write),
-          now,
-          () => {
-            lock.counter = conn<{ value: number }[]>`
-              SELECT value FROM revision_counter FOR UPDATE`.execute();
-            lock.counter.catch(() => {});
-          },
-        );
-      } catch (error) {
-        await began;
-        throw new WriteFailure(error);
-      }
-      await began;
-      // applyJournaled calls `sent` for every batch it is given (never an empty one).
-      if (lock.counter === undefined) throw new Error('the revision lock was never asked for');
-      const [counter] = await lock.counter;
-      const { outcomes, changes } = numbered(
-        rows.map((row, i) => appliedOutcome(row, batch[i]!.write)),
-        counter?.value ?? 0,
-        now,
-      );
-      const cutoff = this.pruneCutoffFor(changes);
-      // In this order on the server: the log, then pruning (which must see the log's new rows: a
-      // batch larger than what is kept prunes itself), then COMMIT.
-      const logged = logChanges(conn, changes);
-      const answers = await Promise.all([
-        ...logged,
-        cutoff === null ? null : conn`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`,
-        conn`COMMIT`,
-      ]);
-      const deleted = answers[logged.length] ?? null;
-      const done = answers[logged.length + 1];
-      if (done?.command !== 'COMMIT') {
-        throw new Error(`the write transaction ended in ${done?.command ?? 'nothing'}`);
-      }
-      return { outcomes, pruned: pruneDone(cutoff, deleted) };
-    } catch (error) {
-      // Harmless when COMMIT went through (a notice: no transaction in progress).
-      await conn`ROLLBACK`.catch(() => {});
-      throw error;
-    } finally {
-      conn.release();
-    }
-  }
-
-  /** The retry of a failed batch: each write in its own savepoint, so only that write fails. */
-  private async isolatedBatch(
-    tx: postgres.TransactionSql,
-    batch: readonly PendingWrite[],
-    now: number,
-  ): Promise<BatchDone> {
-    const rows: (JournaledRow | { error: unknown })[] = [];
-    for (const { write } of batch) {
-      try {
-        const [row] = await tx.savepoint((sp) => applyJournaled(sp, [write], now));
-        rows.push(row);
-      } catch (error) {
-        rows.push({ error });
-      }
-    }
-    const applied = rows.map((row, i) => appliedOutcome(row, batch[i]!.write));
-    if (!applied.some(isWritten))
-      return { outcomes: numbered(applied, 0, now).outcomes, pruned: null };
-    const [counter] = await tx<{ value: number }[]>`SELECT value FROM revision_counter FOR UPDATE`;
-    const { outcomes, changes } = numbered(applied, counter?.value ?? 0, now);
-    await Promise.all(logChanges(tx, changes));
-    // After the insert, never beside it: a batch larger than what is kept must prune itself.
-    const cutoff = this.pruneCutoffFor(changes);
-    const deleted =
-      cutoff === null ? null : await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
-    return { outcomes, pruned: pruneDone(cutoff, deleted) };
   }
 
   private pruneCutoffFor(changes: readonly ChangeRecord[]): number | null {
@@ -610,96 +515,6 @@ export class PostgresStore implements Store {
   private notify(changes: readonly ChangeRecord[]): void {
     this.counters.listenerErrors += this.listeners.emit(changes);
   }
-}
-
-/** A batch committed: each write's outcome, and what pruning removed (null: none was due). */
-interface BatchDone {
-  readonly outcomes: Outcome[];
-  readonly pruned: { readonly removed: number; readonly oldestKept: number } | null;
-}
-
-/** Numbers the applied writes from `base` on, in batch order: their results and log records. */
-function numbered(
-  applied: readonly (Outcome | Written)[],
-  base: number,
-  now: number,
-): { outcomes: Outcome[]; changes: ChangeRecord[] } {
-  let revision = base;
-  const changes: ChangeRecord[] = [];
-  const outcomes = applied.map((a): Outcome => {
-    if (!isWritten(a)) return a;
-    revision += 1;
-    const { instance, type } = a.written;
-    const change: ChangeRecord = { revision, type, instance, at: now };
-    changes.push(change);
-    return { result: { ok: true, instance, revision }, change };
-  });
-  return { outcomes, changes };
-}
-
-/** The statements that log `changes` (none when empty): the change rows, the counter, the wake-up. */
-function logChanges(
-  tx: postgres.ISql,
-  changes: readonly ChangeRecord[],
-): postgres.PendingQuery<postgres.Row[]>[] {
-  if (changes.length === 0) return [];
-  const latest = changes[changes.length - 1]!.revision;
-  const records = changes.map((c) => ({
-    revision: c.revision,
-    uuid: c.instance.uuid,
-    type: c.type,
-    instance: c.instance,
-    at: c.at,
-  }));
-  return [
-    tx`
-      INSERT INTO changes (revision, uuid, type, instance, at)
-      SELECT revision, uuid, type, instance, at
-      FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
-        AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
-    tx`UPDATE revision_counter SET value = ${latest}::bigint`,
-    tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(latest)}::text)`,
-  ];
-}
-
-function pruneDone(
-  cutoff: number | null,
-  deleted: { readonly count: number } | null,
-): BatchDone['pruned'] {
-  return cutoff === null || deleted === null
-    ? null
-    : { removed: deleted.count, oldestKept: cutoff + 1 };
-}
-
-/** A write the batch applied, not numbered yet: it gets its revision under the counter's lock. */
-interface Written {
-  readonly written: { readonly instance: InstanceRecord; readonly type: ChangeRecord['type'] };
-}
-
-function isWritten(outcome: Outcome | Written): outcome is Written {
-  return 'written' in outcome;
-}
-
-function appliedOutcome(
-  row: JournaledRow | { error: unknown },
-  write: InstanceWrite,
-): Outcome | Written {
-  if (row !== undefined && 'error' in row) return { error: row.error };
-  if (isDuplicate(row)) {
-    const current = row.duplicate === null ? null : instanceFromRow(row.duplicate);
-    return { result: { ok: false, reason: 'duplicate', current }, change: null };
-  }
-  if (row === undefined || !row.written) {
-    const current = row === undefined ? null : instanceFromRow(row);
-    const reason = write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
-    return { result: { ok: false, reason, current }, change: null };
-  }
-  return {
-    written: {
-      instance: instanceFromRow(row),
-      type: write.kind === 'create' ? 'created' : 'updated',
-    },
-  };
 }
 
 function hostFromRow(row: HostRow): HostRecord {
