@@ -27,6 +27,7 @@ import type { SyncLogger } from '../sync/index.ts';
 import { Backoff } from './backoff.ts';
 import { RecordCache, recordFromApi } from './cache.ts';
 import { AgentError } from './errors.ts';
+import { SEQ_GAP } from './journal.ts';
 import type { Journal, JournalEntry } from './journal.ts';
 import { rebaseObservation } from './rebase.ts';
 
@@ -36,7 +37,7 @@ export interface RemoteStoreOptions {
   readonly journal: Journal;
   readonly logger: SyncLogger;
   readonly now?: () => number;
-  /** Most journal entries per request. Default 500. */
+  /** Most journal entries per request. Default 500; at most SEQ_GAP (see journal.ts). */
   readonly maxBatch?: number;
   /** The host's status is reported at least this often (lastSeenAt). Default 10 000 ms. */
   readonly statusIntervalMs?: number;
@@ -133,7 +134,7 @@ export class RemoteStore implements EngineStore {
     this.journal = options.journal;
     this.log = options.logger;
     this.now = options.now ?? Date.now;
-    this.maxBatch = options.maxBatch ?? 500;
+    this.maxBatch = Math.max(1, Math.min(options.maxBatch ?? 500, SEQ_GAP));
     this.retryMinMs = options.retryMinMs ?? 250;
     this.retryMaxMs = options.retryMaxMs ?? 5_000;
     this.statusIntervalMs = options.statusIntervalMs ?? 10_000;
