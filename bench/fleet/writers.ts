@@ -8,6 +8,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import type { ApiAgentWrite } from '../../src/server/index.ts';
+import { instanceFields } from '../../test/support/records.ts';
 import type { CommitSample, WorkerReport } from './messages.ts';
 import { serveParent } from './worker.ts';
 
@@ -151,18 +152,7 @@ async function createInstances(client: HvsyncClient, host: string, count: number
     writes: Array.from({ length: count }, (_, i) => ({
       kind: 'create' as const,
       uuid: uuidFor(host, i),
-      fields: {
-        name: `${host}-${i}`,
-        host,
-        vmState: 'active' as const,
-        taskState: null,
-        taskAction: null,
-        taskStartedAt: null,
-        taskError: null,
-        powerState: 'running' as const,
-        powerReason: 'booted',
-        policy: null,
-      },
+      fields: instanceFields({ name: `${host}-${i}`, host }),
     })),
   });
   if (!results.every((result) => result.ok || result.reason === 'exists')) {
