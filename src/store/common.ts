@@ -43,7 +43,12 @@ export function pruneCutoff(
 ): number | null {
   const oldest = oldestKept ?? firstNew;
   if (latest - oldest + 1 <= maxChanges) return null;
-  return latest - (maxChanges - Math.floor(maxChanges / 10));
+  return latest - retainedChanges(maxChanges);
+}
+
+/** How many of the latest revisions pruning keeps: 90 % of the bound. */
+export function retainedChanges(maxChanges: number): number {
+  return maxChanges - Math.floor(maxChanges / 10);
 }
 
 /**

@@ -1,90 +1,68 @@
-// One batch of writes as one PostgreSQL transaction: the writes (postgres-journal.ts,
-// postgres-batch.ts), then their revisions from the one-row counter, the change log, pruning and
-// a NOTIFY. The counter's lock orders revisions by commit; it is taken after the batch's own rows
-// and held only to COMMIT, so replicas apply their batches side by side and queue only to number,
-// log and commit them.
+// One batch of writes as one PostgreSQL transaction: the writes (postgres-batch.ts), their
+// revisions from the one-row counter, the change log, pruning and a NOTIFY. The counter's lock
+// orders revisions by commit; it is taken after the batch's own rows and held only to COMMIT, so
+// replicas apply their batches side by side and queue only to number, log and commit them.
 import type postgres from 'postgres';
-import { applyJournaled, isDuplicate } from './postgres-journal.ts';
-import type { JournaledRow } from './postgres-journal.ts';
+import { CHANGES_CHANNEL, isOneRound, prepareBatch } from './postgres-batch.ts';
+import type { BatchRow, PreparedBatch } from './postgres-batch.ts';
 import { instanceFromRow } from './sqlite-rows.ts';
-import type { ChangeRecord, InstanceRecord, InstanceWrite, WriteResult } from './types.ts';
-
-/** The channel every writing transaction notifies on commit, with its last revision. */
-export const CHANGES_CHANNEL = 'hvsync_changes';
+import type { ChangeRecord, InstanceWrite, WriteResult } from './types.ts';
 
 /** What became of one write of a batch. */
 export type Outcome =
   | { readonly result: WriteResult; readonly change: ChangeRecord | null }
   | { readonly error: unknown };
 
-/** A batch committed: each write's outcome, and what pruning removed (null: none was due). */
+/** A batch committed: each write's outcome, and what pruning removed (null: none ran). */
 export interface BatchDone {
   readonly outcomes: Outcome[];
   readonly pruned: { readonly removed: number; readonly oldestKept: number } | null;
 }
 
-/** Marks an error thrown by one write (as opposed to BEGIN or COMMIT) so the batch can isolate it. */
+/** Marks an error thrown by the writes (as opposed to BEGIN or COMMIT) so the batch can isolate them. */
 export class WriteFailure {
   constructor(readonly cause: unknown) {}
 }
 
-/** The revision up to which the log is pruned once `changes` are in it, or null. */
-export type PruneCutoff = (changes: readonly ChangeRecord[]) => number | null;
-
 /**
- * A batch in three round trips on a connection of its own, sending together what needs no
- * other's answer: BEGIN with the journals' locks and marks; the writes with the marks' move and
- * the revision lock; the change log with COMMIT. A transaction through `begin()` adds a round
- * trip for BEGIN and one for COMMIT, and under load every round trip waits to be scheduled on
- * both ends. Statements sent together still run in order, so the revision lock is taken after the
- * batch's rows. A write's error is thrown as a WriteFailure.
+ * A batch in one round trip, on a connection of its own: BEGIN, the batch, pruning when `keep`
+ * is set (down to the latest `keep` revisions), COMMIT, all sent at once. Under load every round
+ * trip waits to be scheduled on both ends, so this is what a commit costs. A batch that writes
+ * one uuid twice takes a few more (commitInSteps). The writes' errors are thrown as a
+ * WriteFailure.
  */
 export async function commitPipelined(
   writer: postgres.Sql,
   writes: readonly InstanceWrite[],
   now: number,
-  cutoffFor: PruneCutoff,
+  keep: number | null,
 ): Promise<BatchDone> {
+  const oneRound = isOneRound(writes);
+  let batch: PreparedBatch;
+  try {
+    batch = prepareBatch(writes, now, oneRound);
+  } catch (error) {
+    throw new WriteFailure(error);
+  }
+  if (!oneRound) return writer.begin((tx) => commitInSteps(tx, batch, writes, now, keep));
   const conn = await writer.reserve();
   try {
     const began = conn`BEGIN`.execute();
-    began.catch(() => {});
-    const lock: { counter?: Promise<{ value: number }[]> } = {};
-    let rows: JournaledRow[];
-    try {
-      rows = await applyJournaled(conn, writes, now, () => {
-        lock.counter = conn<{ value: number }[]>`
-          SELECT value FROM revision_counter FOR UPDATE`.execute();
-        lock.counter.catch(() => {});
-      });
-    } catch (error) {
-      await began;
-      throw new WriteFailure(error);
+    const sent = batch.send(conn);
+    const pruned = keep === null ? null : pruneLog(conn, keep);
+    const committed = conn`COMMIT`.execute();
+    const [begin, rows, prune, commit] = await Promise.allSettled([began, sent, pruned, committed]);
+    if (begin.status === 'rejected') throw begin.reason;
+    if (rows.status === 'rejected') throw new WriteFailure(rows.reason);
+    if (prune.status === 'rejected') throw prune.reason;
+    if (commit.status === 'rejected') throw commit.reason;
+    if (commit.value.command !== 'COMMIT') {
+      throw new Error(`the write transaction ended in ${commit.value.command}`);
     }
-    await began;
-    // applyJournaled calls `sent` for every batch it is given (never an empty one).
-    if (lock.counter === undefined) throw new Error('the revision lock was never asked for');
-    const [counter] = await lock.counter;
-    const { outcomes, changes } = numbered(
-      rows.map((row, i) => appliedOutcome(row, writes[i]!)),
-      counter?.value ?? 0,
-      now,
-    );
-    const cutoff = cutoffFor(changes);
-    // In this order on the server: the log, then pruning (which must see the log's new rows: a
-    // batch larger than what is kept prunes itself), then COMMIT.
-    const logged = logChanges(conn, changes);
-    const answers = await Promise.all([
-      ...logged,
-      cutoff === null ? null : conn`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`,
-      conn`COMMIT`,
-    ]);
-    const deleted = answers[logged.length] ?? null;
-    const done = answers[logged.length + 1];
-    if (done?.command !== 'COMMIT') {
-      throw new Error(`the write transaction ended in ${done?.command ?? 'nothing'}`);
-    }
-    return { outcomes, pruned: pruneDone(cutoff, deleted) };
+    return {
+      outcomes: rows.value.map((row, i) => outcomeOf(row, writes[i]!, now)),
+      pruned: prune.value === null ? null : pruneDone(prune.value),
+    };
   } catch (error) {
     // Harmless when COMMIT went through (a notice: no transaction in progress).
     await conn`ROLLBACK`.catch(() => {});
@@ -99,79 +77,84 @@ export async function commitIsolated(
   tx: postgres.TransactionSql,
   writes: readonly InstanceWrite[],
   now: number,
-  cutoffFor: PruneCutoff,
+  keep: number | null,
 ): Promise<BatchDone> {
-  const rows: (JournaledRow | { error: unknown })[] = [];
+  const rows: (BatchRow | { error: unknown })[] = [];
   for (const write of writes) {
     try {
-      const [row] = await tx.savepoint((sp) => applyJournaled(sp, [write], now));
-      rows.push(row);
+      const batch = prepareBatch([write], now, false);
+      const [row] = await tx.savepoint((sp) => batch.send(sp));
+      rows.push(row!);
     } catch (error) {
       rows.push({ error });
     }
   }
-  const applied = rows.map((row, i) => appliedOutcome(row, writes[i]!));
-  if (!applied.some(isWritten)) {
-    return { outcomes: numbered(applied, 0, now).outcomes, pruned: null };
+  return numberAndLog(tx, rows, writes, now, keep);
+}
+
+/** A batch of several rounds: the writes, then their revisions and log once all are done. */
+async function commitInSteps(
+  tx: postgres.TransactionSql,
+  batch: PreparedBatch,
+  writes: readonly InstanceWrite[],
+  now: number,
+  keep: number | null,
+): Promise<BatchDone> {
+  let rows: BatchRow[];
+  try {
+    rows = await batch.send(tx);
+  } catch (error) {
+    throw new WriteFailure(error);
+  }
+  return numberAndLog(tx, rows, writes, now, keep);
+}
+
+/**
+ * Numbers the writes `rows` say were written, in batch order, under the counter's lock, and logs
+ * them; then prunes. The lock comes after every row of the batch, never between them.
+ */
+async function numberAndLog(
+  tx: postgres.TransactionSql,
+  rows: readonly (BatchRow | { error: unknown })[],
+  writes: readonly InstanceWrite[],
+  now: number,
+  keep: number | null,
+): Promise<BatchDone> {
+  if (!rows.some((row) => 'kind' in row && row.kind === 'written')) {
+    return { outcomes: rows.map((row, i) => outcomeOf(row, writes[i]!, now)), pruned: null };
   }
   const [counter] = await tx<{ value: number }[]>`SELECT value FROM revision_counter FOR UPDATE`;
-  const { outcomes, changes } = numbered(applied, counter?.value ?? 0, now);
+  let revision = counter?.value ?? 0;
+  const numbered = rows.map((row) =>
+    'kind' in row && row.kind === 'written' ? { ...row, revision: ++revision } : row,
+  );
+  const outcomes = numbered.map((row, i) => outcomeOf(row, writes[i]!, now));
+  const changes = outcomes.flatMap((o) => ('change' in o && o.change !== null ? [o.change] : []));
   await Promise.all(logChanges(tx, changes));
-  // After the insert, never beside it: a batch larger than what is kept must prune itself.
-  const cutoff = cutoffFor(changes);
-  const deleted =
-    cutoff === null ? null : await tx`DELETE FROM changes WHERE revision <= ${cutoff}::bigint`;
-  return { outcomes, pruned: pruneDone(cutoff, deleted) };
+  // After the log, never beside it: a batch larger than what is kept must prune itself.
+  const pruned = keep === null ? null : pruneDone(await pruneLog(tx, keep));
+  return { outcomes, pruned };
 }
 
-/** A write the batch applied, not numbered yet: it gets its revision under the counter's lock. */
-interface Written {
-  readonly written: { readonly instance: InstanceRecord; readonly type: ChangeRecord['type'] };
-}
-
-function isWritten(outcome: Outcome | Written): outcome is Written {
-  return 'written' in outcome;
-}
-
-function appliedOutcome(
-  row: JournaledRow | { error: unknown },
-  write: InstanceWrite,
-): Outcome | Written {
-  if (row !== undefined && 'error' in row) return { error: row.error };
-  if (isDuplicate(row)) {
-    const current = row.duplicate === null ? null : instanceFromRow(row.duplicate);
-    return { result: { ok: false, reason: 'duplicate', current }, change: null };
+function outcomeOf(row: BatchRow | { error: unknown }, write: InstanceWrite, now: number): Outcome {
+  if ('error' in row) return { error: row.error };
+  const current = row.row === null ? null : instanceFromRow(row.row);
+  switch (row.kind) {
+    case 'duplicate':
+      return { result: { ok: false, reason: 'duplicate', current }, change: null };
+    case 'refused': {
+      const reason =
+        write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
+      return { result: { ok: false, reason, current }, change: null };
+    }
+    case 'written': {
+      if (current === null || row.revision === null)
+        throw new Error('a written row has no revision');
+      const type = write.kind === 'create' ? 'created' : 'updated';
+      const change: ChangeRecord = { revision: row.revision, type, instance: current, at: now };
+      return { result: { ok: true, instance: current, revision: row.revision }, change };
+    }
   }
-  if (row === undefined || !row.written) {
-    const current = row === undefined ? null : instanceFromRow(row);
-    const reason = write.kind === 'create' ? 'exists' : current === null ? 'not-found' : 'conflict';
-    return { result: { ok: false, reason, current }, change: null };
-  }
-  return {
-    written: {
-      instance: instanceFromRow(row),
-      type: write.kind === 'create' ? 'created' : 'updated',
-    },
-  };
-}
-
-/** Numbers the applied writes from `base` on, in batch order: their results and log records. */
-function numbered(
-  applied: readonly (Outcome | Written)[],
-  base: number,
-  now: number,
-): { outcomes: Outcome[]; changes: ChangeRecord[] } {
-  let revision = base;
-  const changes: ChangeRecord[] = [];
-  const outcomes = applied.map((a): Outcome => {
-    if (!isWritten(a)) return a;
-    revision += 1;
-    const { instance, type } = a.written;
-    const change: ChangeRecord = { revision, type, instance, at: now };
-    changes.push(change);
-    return { result: { ok: true, instance, revision }, change };
-  });
-  return { outcomes, changes };
 }
 
 /** The statements that log `changes` (none when empty): the change rows, the counter, the wake-up. */
@@ -199,11 +182,20 @@ function logChanges(
   ];
 }
 
-function pruneDone(
-  cutoff: number | null,
-  deleted: { readonly count: number } | null,
-): BatchDone['pruned'] {
-  return cutoff === null || deleted === null
-    ? null
-    : { removed: deleted.count, oldestKept: cutoff + 1 };
+interface Pruned {
+  readonly cutoff: number;
+  readonly removed: number;
+}
+
+/** Sends the statement that deletes the log's rows older than the latest `keep` revisions. */
+function pruneLog(tx: postgres.ISql, keep: number): postgres.PendingQuery<Pruned[]> {
+  return tx<Pruned[]>`
+    WITH cut AS (SELECT value - ${keep}::bigint AS cutoff FROM revision_counter),
+      gone AS (DELETE FROM changes WHERE revision <= (SELECT cutoff FROM cut) RETURNING 1)
+    SELECT (SELECT cutoff FROM cut) AS cutoff, (SELECT count(*) FROM gone)::int AS removed
+  `.execute();
+}
+
+function pruneDone([pruned]: readonly Pruned[]): BatchDone['pruned'] {
+  return pruned === undefined ? null : { removed: pruned.removed, oldestKept: pruned.cutoff + 1 };
 }

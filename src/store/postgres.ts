@@ -1,10 +1,10 @@
 // The Store on PostgreSQL, for a control plane that several processes share. Writes that arrive
-// together are committed as one transaction of a few set-based statements (postgres-batch.ts);
-// only when one write fails are they redone one statement and savepoint each, so it fails alone.
-// Every writing transaction first locks the single revision_counter row and takes its revisions
-// from it, so revisions are assigned in commit order across processes (see postgres-schema.ts),
-// and NOTIFYs on commit so that other processes' subscribers are woken; the change log stays the
-// truth that they read.
+// together are committed as one transaction of a few set-based statements, sent in one round trip
+// (postgres-commit.ts); only when one write fails are they redone one savepoint each, so it fails
+// alone. Every writing transaction takes its revisions from the single revision_counter row,
+// locked after its own rows, so revisions are assigned in commit order across processes (see
+// postgres-schema.ts), and NOTIFYs on commit so that other processes' subscribers are woken; the
+// change log stays the truth that they read.
 import postgres from 'postgres';
 import {
   CHANGES_PAGE,
@@ -16,17 +16,14 @@ import {
   describeWrite,
   pageSize,
   pruneCutoff,
+  retainedChanges,
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
-import {
-  CHANGES_CHANNEL,
-  commitIsolated,
-  commitPipelined,
-  WriteFailure,
-} from './postgres-commit.ts';
+import { CHANGES_CHANNEL } from './postgres-batch.ts';
+import { commitIsolated, commitPipelined, WriteFailure } from './postgres-commit.ts';
 import type { Outcome } from './postgres-commit.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
@@ -443,12 +440,19 @@ export class PostgresStore implements Store {
     isolate: boolean,
   ): Promise<Outcome[]> {
     const writes = batch.map((p) => p.write);
-    const cutoffFor = (changes: readonly ChangeRecord[]): number | null =>
-      this.pruneCutoffFor(changes);
+    // The batch learns its revisions only with its answer, so whether it takes the log past its
+    // bound is judged from the latest revision known and the batch's size, at most one batch late.
+    const due = pruneCutoff(
+      this.oldestKept,
+      this.deliveredUpTo + 1,
+      this.deliveredUpTo + writes.length,
+      this.maxChanges,
+    );
+    const keep = due === null ? null : retainedChanges(this.maxChanges);
     const { outcomes, pruned } = isolate
-      ? await this.writer.begin((tx) => commitIsolated(tx, writes, now, cutoffFor))
-      : await commitPipelined(this.writer, writes, now, cutoffFor);
-    if (pruned !== null) {
+      ? await this.writer.begin((tx) => commitIsolated(tx, writes, now, keep))
+      : await commitPipelined(this.writer, writes, now, keep);
+    if (pruned !== null && pruned.removed > 0) {
       this.counters.pruned += pruned.removed;
       this.oldestKept = pruned.oldestKept;
     }
@@ -457,17 +461,6 @@ export class PostgresStore implements Store {
       this.oldestKept = first.change?.revision ?? null;
     }
     return outcomes;
-  }
-
-  private pruneCutoffFor(changes: readonly ChangeRecord[]): number | null {
-    if (changes.length === 0) return null;
-    const first = changes[0]!.revision;
-    return pruneCutoff(
-      this.oldestKept,
-      first,
-      changes[changes.length - 1]!.revision,
-      this.maxChanges,
-    );
   }
 
   /** Hands a local commit to listeners, after any other process's commits that came before it. */

@@ -36,6 +36,15 @@ export const INSTANCE_COLUMNS = {
 
 export type InstanceField = keyof typeof INSTANCE_COLUMNS;
 
+/** Every field of a record and its column: the writable ones and those the store keeps. */
+export const RECORD_COLUMNS = {
+  uuid: 'uuid',
+  ...INSTANCE_COLUMNS,
+  version: 'version',
+  createdAt: 'created_at',
+  updatedAt: 'updated_at',
+} as const satisfies Record<keyof InstanceRecord, string>;
+
 export const INSTANCE_FIELDS = Object.keys(INSTANCE_COLUMNS) as InstanceField[];
 
 export interface InstanceRow {

@@ -362,6 +362,39 @@ export function storeContract(name: string, target: StoreUnderTest): void {
   });
 
   describe(`${name} change log`, () => {
+    test('the log holds each write as its result gave it, every field set or not', async () => {
+      const store = await fresh({ now: () => 1_700_000_000_123 });
+      const busy = {
+        taskState: 'powering-off',
+        taskAction: 'stop',
+        taskStartedAt: 1_700_000_000_000,
+        taskError: 'an earlier stop timed out',
+        policy: 'observe',
+      } as const;
+      // One batch with a uuid written once, one with a uuid written twice: both ways of logging.
+      const single = await Promise.all([
+        store.write(create(uuidOf(1), busy)),
+        store.write(create(uuidOf(2))),
+      ]);
+      const double = await Promise.all([
+        store.write(update(uuidOf(2), 1, busy)),
+        store.write(update(uuidOf(2), 2, { taskState: null, taskAction: null, policy: null })),
+      ]);
+      const results = [...single, ...double].map((r) => ok(r));
+      const { changes } = await store.changesSince(0);
+      assert.deepEqual(
+        changes.map((c) => ({ revision: c.revision, type: c.type, instance: c.instance })),
+        results.map((r, i) => ({
+          revision: r.revision,
+          type: i < 2 ? 'created' : 'updated',
+          instance: r.instance,
+        })),
+      );
+      assert.equal(changes[0]!.instance.taskStartedAt, busy.taskStartedAt);
+      assert.equal(changes[3]!.instance.policy, null);
+      await store.close();
+    });
+
     test('revisions increase strictly and a watcher resumes from any revision', async () => {
       const store = await fresh();
       const results: WriteResult[] = [];
