@@ -123,7 +123,14 @@ export async function openPostgresStore(
   });
   // The write batches' own connection: one batch commits at a time anyway, and it never waits
   // behind reads (hundreds of watch streams catching up after a restart, say) for a connection.
-  const writer = postgres(url, { ...settings, max: 1 });
+  // Its statements are planned for each batch: the generic plan PostgreSQL settles on after a
+  // few runs of the batch statement (chosen while the first sync sent hundreds of creates at a
+  // time) cost a fleet's small batches of updates more than planning them afresh.
+  const writer = postgres(url, {
+    ...settings,
+    connection: { ...settings.connection, plan_cache_mode: 'force_custom_plan' },
+    max: 1,
+  });
   try {
     if (options.schema !== undefined) await ensureSchema(sql, options.schema);
     await migratePostgres(sql);
@@ -452,9 +459,11 @@ export class PostgresStore implements Store {
     const { outcomes, pruned } = isolate
       ? await this.writer.begin((tx) => commitIsolated(tx, writes, now, keep))
       : await commitPipelined(this.writer, writes, now, keep);
-    if (pruned !== null && pruned.removed > 0) {
+    if (pruned !== null) {
+      // Nothing removed means another process pruned first: everything up to the cutoff is gone
+      // all the same, and the next batch must not try again.
       this.counters.pruned += pruned.removed;
-      this.oldestKept = pruned.oldestKept;
+      this.oldestKept = Math.max(this.oldestKept ?? 0, pruned.oldestKept);
     }
     const first = outcomes.find((o) => 'change' in o && o.change !== null);
     if (this.oldestKept === null && first !== undefined && 'change' in first) {
