@@ -109,7 +109,8 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
   FROM written LEFT JOIN numbered n USING (ord)
   UNION ALL
   SELECT w.ord,
-    CASE WHEN EXISTS (SELECT 1 FROM fresh f WHERE f.ord = w.ord) THEN 'refused' ELSE 'duplicate' END,
+    CASE WHEN EXISTS (SELECT 1 FROM fresh f WHERE f.ord = w.ord) THEN 'refused'
+      ELSE 'duplicate' END,
     NULL, ${ROW_COLUMNS.map((c) => `i.${c}`).join(', ')}
   FROM input w LEFT JOIN instances i ON i.uuid = w.uuid
   WHERE NOT EXISTS (SELECT 1 FROM written WHERE written.ord = w.ord)`;

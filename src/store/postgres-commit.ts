@@ -19,7 +19,7 @@ export interface BatchDone {
   readonly pruned: { readonly removed: number; readonly oldestKept: number } | null;
 }
 
-/** Marks an error thrown by the writes (as opposed to BEGIN or COMMIT) so the batch can isolate them. */
+/** An error of the writes (not of BEGIN or COMMIT): the batch is retried one write at a time. */
 export class WriteFailure {
   constructor(readonly cause: unknown) {}
 }

@@ -11,7 +11,10 @@ import type { InstanceWrite } from './types.ts';
 /** The advisory-lock space of journals (the first key of the two-key form). */
 const JOURNAL_LOCKS = 0x6a726e6c;
 
-/** Sends the statement that locks the journals `writes` name (null when none), in one order everywhere, so that batches naming several journals cannot deadlock. */
+/**
+ * Sends the statement that locks the journals `writes` name (null when none), in one order
+ * everywhere, so that batches naming several journals cannot deadlock.
+ */
 export function lockJournals(
   tx: postgres.ISql,
   writes: readonly InstanceWrite[],
@@ -62,7 +65,8 @@ export function markJournals(
   return tx`
     INSERT INTO journal_applied (journal_id, host, last_seq, updated_at)
     SELECT id, host, seq, ${now}::bigint
-    FROM jsonb_to_recordset(${tx.json([...marks.values()])}::jsonb) AS j(id text, host text, seq bigint)
+    FROM jsonb_to_recordset(${tx.json([...marks.values()])}::jsonb)
+      AS j(id text, host text, seq bigint)
     ON CONFLICT (journal_id) DO UPDATE SET
       last_seq = greatest(journal_applied.last_seq, excluded.last_seq),
       updated_at = excluded.updated_at
