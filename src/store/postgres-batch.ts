@@ -115,13 +115,10 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
   FROM input w LEFT JOIN instances i ON i.uuid = w.uuid
   WHERE NOT EXISTS (SELECT 1 FROM written WHERE written.ord = w.ord)`;
 
-/** Whether `writes` fit in one statement: no uuid written twice. */
-export function isOneRound(writes: readonly InstanceWrite[]): boolean {
-  return new Set(writes.map((w) => w.uuid)).size === writes.length;
-}
-
 /** A batch ready to send: its statements' inputs, checked. */
 export interface PreparedBatch {
+  /** Whether its statements number and log what they write; when not, the caller does. */
+  readonly numbers: boolean;
   /**
    * Sends the batch on `tx` (the journals' locks, the rounds, the marks), all at once, and
    * resolves to what became of each write, in their order. Any database error rejects the whole;
@@ -132,15 +129,15 @@ export interface PreparedBatch {
 }
 
 /**
- * Prepares `writes`; throws on a write no statement can carry. With `number`, the (one) round
- * also takes its revisions and logs its changes. A batch of several rounds cannot: it would hold
- * the counter's lock while its later rounds wait for rows that another transaction, itself
- * waiting for the counter, holds. Its caller numbers the writes once they are all done.
+ * Prepares `writes`; throws on a write no statement can carry. With `mayNumber`, a batch of one
+ * round (no uuid written twice) also takes its revisions and logs its changes in its statement.
+ * A batch of several rounds cannot: it would hold the counter's lock while its later rounds wait
+ * for rows that another transaction, itself waiting for the counter, holds.
  */
 export function prepareBatch(
   writes: readonly InstanceWrite[],
   now: number,
-  number: boolean,
+  mayNumber: boolean,
 ): PreparedBatch {
   const repeated = repeatedInBatch(writes);
   const rounds: InputRow[][] = [];
@@ -150,12 +147,13 @@ export function prepareBatch(
     seen.set(write.uuid, round + 1);
     (rounds[round] ??= []).push(inputRow(ord, write, repeated[ord]!));
   });
-  if (number && rounds.length > 1) throw new RangeError('a batch of several rounds cannot number');
+  const numbers = mayNumber && rounds.length === 1;
   return {
+    numbers,
     send(tx) {
       const locks = lockJournals(tx, writes);
       const statements = rounds.map((input) =>
-        tx.unsafe<RoundRow[]>(ROUND, [input, now, number], { prepare: true }).execute(),
+        tx.unsafe<RoundRow[]>(ROUND, [input, now, numbers], { prepare: true }).execute(),
       );
       const marks = markJournals(tx, writes, now);
       return Promise.all([locks, Promise.all(statements), marks]).then(([, answers]) => {

@@ -3,7 +3,7 @@
 // orders revisions by commit; it is taken after the batch's own rows and held only to COMMIT, so
 // replicas apply their batches side by side and queue only to number, log and commit them.
 import type postgres from 'postgres';
-import { CHANGES_CHANNEL, isOneRound, prepareBatch } from './postgres-batch.ts';
+import { CHANGES_CHANNEL, prepareBatch } from './postgres-batch.ts';
 import type { BatchRow, PreparedBatch } from './postgres-batch.ts';
 import { instanceFromRow } from './sqlite-rows.ts';
 import type { ChangeRecord, InstanceWrite, WriteResult } from './types.ts';
@@ -37,14 +37,13 @@ export async function commitPipelined(
   now: number,
   keep: number | null,
 ): Promise<BatchDone> {
-  const oneRound = isOneRound(writes);
   let batch: PreparedBatch;
   try {
-    batch = prepareBatch(writes, now, oneRound);
+    batch = prepareBatch(writes, now, true);
   } catch (error) {
     throw new WriteFailure(error);
   }
-  if (!oneRound) return writer.begin((tx) => commitInSteps(tx, batch, writes, now, keep));
+  if (!batch.numbers) return writer.begin((tx) => commitInSteps(tx, batch, writes, now, keep));
   const conn = await writer.reserve();
   try {
     const began = conn`BEGIN`.execute();
