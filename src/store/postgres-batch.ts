@@ -7,12 +7,10 @@
 // one uuid still see each other.
 import type postgres from 'postgres';
 import { lockJournals, markJournals, repeatedInBatch } from './postgres-journal.ts';
+import { NOTIFY_PAYLOAD_MAX } from './postgres-notify.ts';
 import { INSTANCE_COLUMNS, INSTANCE_FIELDS, RECORD_COLUMNS, fieldValue } from './sqlite-rows.ts';
 import type { InstanceField, InstanceRow } from './sqlite-rows.ts';
 import type { InstanceWrite, NewTransition } from './types.ts';
-
-/** The channel every writing transaction notifies on commit, with its last revision. */
-export const CHANGES_CHANNEL = 'hvsync_changes';
 
 /** What became of one write, before COMMIT. */
 export type BatchRow =
@@ -53,10 +51,13 @@ const SNAPSHOT = `jsonb_build_object(${Object.entries(RECORD_COLUMNS)
 
 const ROW_COLUMNS = Object.values(RECORD_COLUMNS);
 
+/** A written row's place among the round's writes: its revision is the counter's before it plus this. */
+const RANK = 'row_number() OVER (ORDER BY ord)';
+
 /**
  * One round: its creates and its updates in one statement, so that the revision counter is read
- * after all of the round's rows. $3 says whether the statement numbers and logs what it wrote;
- * when not, the caller does, before COMMIT.
+ * after all of the round's rows. $3 says whether the statement numbers and logs what it wrote
+ * (and notifies channel $4); when not, the caller does, before COMMIT.
  */
 const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
   -- A journal entry at or below its journal's mark was processed before (postgres-journal.ts).
@@ -84,13 +85,19 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
     SELECT ord, 'updated', ${ROW_COLUMNS.join(', ')} FROM updated),
   -- Read through written, the counter's row lock is taken after the round's own rows and held
   -- only to COMMIT: replicas apply batches side by side and queue only to number and commit.
+  -- The NOTIFY carries the changes when they fit (postgres-notify.ts), else the last revision.
   counter AS (
     UPDATE revision_counter SET value = value + (SELECT count(*) FROM written)
     WHERE $3::boolean AND EXISTS (SELECT 1 FROM written)
-    RETURNING value, pg_notify('${CHANGES_CHANNEL}', value::text)),
+    RETURNING value, pg_notify($4::text, (
+      SELECT CASE WHEN octet_length(carried) <= ${NOTIFY_PAYLOAD_MAX} THEN carried
+        ELSE revision_counter.value::text END
+      FROM (
+        SELECT jsonb_agg(jsonb_build_object('revision', revision_counter.value - n + rank,
+          'type', type, 'instance', ${SNAPSHOT}, 'at', $2::bigint) ORDER BY rank)::text AS carried
+        FROM (SELECT *, ${RANK} AS rank, count(*) OVER () AS n FROM written) written) payload))),
   numbered AS (
-    SELECT ord, c.value - (SELECT count(*) FROM written) + row_number() OVER (ORDER BY ord)
-      AS revision
+    SELECT ord, c.value - (SELECT count(*) FROM written) + ${RANK} AS revision
     FROM written CROSS JOIN counter c),
   logged AS (
     INSERT INTO changes (revision, uuid, type, instance, at)
@@ -115,6 +122,14 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
   FROM input w LEFT JOIN instances i ON i.uuid = w.uuid
   WHERE NOT EXISTS (SELECT 1 FROM written WHERE written.ord = w.ord)`;
 
+/** What every statement of one batch shares. */
+export interface BatchSettings {
+  /** The batch's time: the records' updatedAt, the log's and the transitions' recordedAt. */
+  readonly now: number;
+  /** The channel to notify on commit (postgres-notify.ts). */
+  readonly channel: string;
+}
+
 /** A batch ready to send: its statements' inputs, checked. */
 export interface PreparedBatch {
   /** Whether its statements number and log what they write; when not, the caller does. */
@@ -136,7 +151,7 @@ export interface PreparedBatch {
  */
 export function prepareBatch(
   writes: readonly InstanceWrite[],
-  now: number,
+  { now, channel }: BatchSettings,
   mayNumber: boolean,
 ): PreparedBatch {
   const repeated = repeatedInBatch(writes);
@@ -153,7 +168,7 @@ export function prepareBatch(
     send(tx) {
       const locks = lockJournals(tx, writes);
       const statements = rounds.map((input) =>
-        tx.unsafe<RoundRow[]>(ROUND, [input, now, numbers], { prepare: true }).execute(),
+        tx.unsafe<RoundRow[]>(ROUND, [input, now, numbers, channel], { prepare: true }).execute(),
       );
       const marks = markJournals(tx, writes, now);
       return Promise.all([locks, Promise.all(statements), marks]).then(([, answers]) => {

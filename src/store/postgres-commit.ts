@@ -3,8 +3,9 @@
 // orders revisions by commit; it is taken after the batch's own rows and held only to COMMIT, so
 // replicas apply their batches side by side and queue only to number, log and commit them.
 import type postgres from 'postgres';
-import { CHANGES_CHANNEL, prepareBatch } from './postgres-batch.ts';
-import type { BatchRow, PreparedBatch } from './postgres-batch.ts';
+import { prepareBatch } from './postgres-batch.ts';
+import { changesPayload } from './postgres-notify.ts';
+import type { BatchRow, BatchSettings, PreparedBatch } from './postgres-batch.ts';
 import { instanceFromRow } from './sqlite-rows.ts';
 import type { ChangeRecord, InstanceWrite, WriteResult } from './types.ts';
 
@@ -34,16 +35,18 @@ export class WriteFailure {
 export async function commitPipelined(
   writer: postgres.Sql,
   writes: readonly InstanceWrite[],
-  now: number,
+  settings: BatchSettings,
   keep: number | null,
 ): Promise<BatchDone> {
   let batch: PreparedBatch;
   try {
-    batch = prepareBatch(writes, now, true);
+    batch = prepareBatch(writes, settings, true);
   } catch (error) {
     throw new WriteFailure(error);
   }
-  if (!batch.numbers) return writer.begin((tx) => commitInSteps(tx, batch, writes, now, keep));
+  if (!batch.numbers) {
+    return writer.begin((tx) => commitInSteps(tx, batch, writes, settings, keep));
+  }
   const conn = await writer.reserve();
   try {
     const began = conn`BEGIN`.execute();
@@ -59,7 +62,7 @@ export async function commitPipelined(
       throw new Error(`the write transaction ended in ${commit.value.command}`);
     }
     return {
-      outcomes: rows.value.map((row, i) => outcomeOf(row, writes[i]!, now)),
+      outcomes: rows.value.map((row, i) => outcomeOf(row, writes[i]!, settings.now)),
       pruned: prune.value === null ? null : pruneDone(prune.value),
     };
   } catch (error) {
@@ -75,20 +78,20 @@ export async function commitPipelined(
 export async function commitIsolated(
   tx: postgres.TransactionSql,
   writes: readonly InstanceWrite[],
-  now: number,
+  settings: BatchSettings,
   keep: number | null,
 ): Promise<BatchDone> {
   const rows: (BatchRow | { error: unknown })[] = [];
   for (const write of writes) {
     try {
-      const batch = prepareBatch([write], now, false);
+      const batch = prepareBatch([write], settings, false);
       const [row] = await tx.savepoint((sp) => batch.send(sp));
       rows.push(row!);
     } catch (error) {
       rows.push({ error });
     }
   }
-  return numberAndLog(tx, rows, writes, now, keep);
+  return numberAndLog(tx, rows, writes, settings, keep);
 }
 
 /** A batch of several rounds: the writes, then their revisions and log once all are done. */
@@ -96,7 +99,7 @@ async function commitInSteps(
   tx: postgres.TransactionSql,
   batch: PreparedBatch,
   writes: readonly InstanceWrite[],
-  now: number,
+  settings: BatchSettings,
   keep: number | null,
 ): Promise<BatchDone> {
   let rows: BatchRow[];
@@ -105,7 +108,7 @@ async function commitInSteps(
   } catch (error) {
     throw new WriteFailure(error);
   }
-  return numberAndLog(tx, rows, writes, now, keep);
+  return numberAndLog(tx, rows, writes, settings, keep);
 }
 
 /**
@@ -116,7 +119,7 @@ async function numberAndLog(
   tx: postgres.TransactionSql,
   rows: readonly (BatchRow | { error: unknown })[],
   writes: readonly InstanceWrite[],
-  now: number,
+  { now, channel }: BatchSettings,
   keep: number | null,
 ): Promise<BatchDone> {
   if (!rows.some((row) => 'kind' in row && row.kind === 'written')) {
@@ -129,7 +132,7 @@ async function numberAndLog(
   );
   const outcomes = numbered.map((row, i) => outcomeOf(row, writes[i]!, now));
   const changes = outcomes.flatMap((o) => ('change' in o && o.change !== null ? [o.change] : []));
-  await Promise.all(logChanges(tx, changes));
+  await Promise.all(logChanges(tx, changes, channel));
   // After the log, never beside it: a batch larger than what is kept must prune itself.
   const pruned = keep === null ? null : pruneDone(await pruneLog(tx, keep));
   return { outcomes, pruned };
@@ -160,6 +163,7 @@ function outcomeOf(row: BatchRow | { error: unknown }, write: InstanceWrite, now
 function logChanges(
   tx: postgres.ISql,
   changes: readonly ChangeRecord[],
+  channel: string,
 ): postgres.PendingQuery<postgres.Row[]>[] {
   if (changes.length === 0) return [];
   const latest = changes[changes.length - 1]!.revision;
@@ -177,7 +181,7 @@ function logChanges(
       FROM jsonb_to_recordset(${tx.json(records)}::jsonb)
         AS c(revision bigint, uuid text, type text, instance jsonb, at bigint)`,
     tx`UPDATE revision_counter SET value = ${latest}::bigint`,
-    tx`SELECT pg_notify(${CHANGES_CHANNEL}::text, ${String(latest)}::text)`,
+    tx`SELECT pg_notify(${channel}::text, ${changesPayload(changes)}::text)`,
   ];
 }
 

@@ -22,7 +22,7 @@ import {
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
-import { CHANGES_CHANNEL } from './postgres-batch.ts';
+import { changesChannel, changesOfPayload } from './postgres-notify.ts';
 import { commitIsolated, commitPipelined, WriteFailure } from './postgres-commit.ts';
 import type { Outcome } from './postgres-commit.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
@@ -148,6 +148,8 @@ export async function openPostgresStore(
 export class PostgresStore implements Store {
   private readonly maxChanges: number;
   private readonly maxBatch: number;
+  /** Where this store's commits are announced (its schema's own channel). */
+  private readonly channel: string;
   private readonly now: () => number;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
@@ -185,6 +187,7 @@ export class PostgresStore implements Store {
   ) {
     this.maxChanges = Math.max(1, Math.floor(options.maxChanges ?? DEFAULT_MAX_CHANGES));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
+    this.channel = changesChannel(options.schema);
     this.now = options.now ?? Date.now;
     this.listeners = new Emitter(options.onListenerError);
     this.onFeedError = options.onFeedError ?? (() => {});
@@ -299,15 +302,16 @@ export class PostgresStore implements Store {
   /**
    * Listeners get every change committed after the store opened, by this process or any other
    * on the same database, in revision order: local commits as they commit, others' when their
-   * NOTIFY arrives (read back from the change log, so a lost notification costs latency only).
+   * NOTIFY arrives (carried in it when they fit, else read back from the change log, so a lost
+   * notification costs latency only).
    */
   subscribe(listener: ChangeListener): () => void {
     if (this.closed) throw closedError();
     const unsubscribe = this.listeners.on(listener);
     this.listening ??= this.sql
       .listen(
-        CHANGES_CHANNEL,
-        () => this.catchUp(),
+        this.channel,
+        (payload) => this.notified(payload),
         () => this.catchUp(),
       )
       .catch((error: unknown) => {
@@ -447,6 +451,7 @@ export class PostgresStore implements Store {
     isolate: boolean,
   ): Promise<Outcome[]> {
     const writes = batch.map((p) => p.write);
+    const settings = { now, channel: this.channel };
     // The batch learns its revisions only with its answer, so whether it takes the log past its
     // bound is judged from the latest revision known and the batch's size, at most one batch late.
     const due = pruneCutoff(
@@ -457,8 +462,8 @@ export class PostgresStore implements Store {
     );
     const keep = due === null ? null : retainedChanges(this.maxChanges);
     const { outcomes, pruned } = isolate
-      ? await this.writer.begin((tx) => commitIsolated(tx, writes, now, keep))
-      : await commitPipelined(this.writer, writes, now, keep);
+      ? await this.writer.begin((tx) => commitIsolated(tx, writes, settings, keep))
+      : await commitPipelined(this.writer, writes, settings, keep);
     if (pruned !== null) {
       // Nothing removed means another process pruned first: everything up to the cutoff is gone
       // all the same, and the next batch must not try again.
@@ -486,7 +491,30 @@ export class PostgresStore implements Store {
     return this.delivery;
   }
 
-  /** After another process's NOTIFY: read what listeners have not had yet from the log. */
+  /**
+   * A commit's NOTIFY (another process's, or this one's own come back): its changes are handed
+   * on as they came when they follow what listeners have had; otherwise, or when it carries only
+   * a revision, the log is read.
+   */
+  private notified(payload: string): void {
+    if (this.closed) return;
+    const carried = changesOfPayload(payload);
+    if (carried === null) {
+      this.catchUp();
+      return;
+    }
+    this.delivery = this.delivery.then(() => {
+      const fresh = carried.filter((c) => c.revision > this.deliveredUpTo);
+      if (fresh.length === 0) return;
+      if (fresh[0]!.revision !== this.deliveredUpTo + 1) {
+        return this.readAndDeliver(Number.MAX_SAFE_INTEGER);
+      }
+      this.deliveredUpTo = fresh[fresh.length - 1]!.revision;
+      this.notify(fresh);
+    });
+  }
+
+  /** Reads what listeners have not had yet from the log (a lost or bare notification, a gap). */
   private catchUp(): void {
     // One read waiting is enough however many notifications arrive meanwhile: it reads them all.
     if (this.closed || this.catchUpWaiting) return;

@@ -16,6 +16,7 @@ import {
 } from '../../src/store/index.ts';
 import type { ChangeRecord } from '../../src/store/index.ts';
 import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
+import { changesChannel } from '../../src/store/postgres-notify.ts';
 
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
@@ -189,23 +190,37 @@ describePostgres('PostgresStore', (database) => {
     await rejectsWithCode(openPostgresStore(url.toString()), 'io');
   });
 
+  /** Every change `store` hands its subscribers, and a wait for the first `count` of them. */
+  function subscribed(store: PostgresStore): {
+    delivered: ChangeRecord[];
+    until(count: number): Promise<void>;
+  } {
+    const delivered: ChangeRecord[] = [];
+    let wake: () => void = () => {};
+    store.subscribe((changes) => {
+      delivered.push(...changes);
+      wake();
+    });
+    return {
+      delivered,
+      async until(count) {
+        const deadline = Date.now() + 10_000;
+        while (delivered.length < count) {
+          assert.ok(Date.now() < deadline, `${delivered.length} of ${count} changes delivered`);
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, 100);
+          });
+        }
+      },
+    };
+  }
+
   test("subscribers get other processes' commits in revision order, interleaved with their own", async () => {
     const schema = freshSchema();
     const mine = await openPostgresStore(database.url, { schema });
     const other = await openPostgresStore(database.url, { schema });
-    const delivered: ChangeRecord[] = [];
-    let wake: () => void = () => {};
-    mine.subscribe((changes) => {
-      delivered.push(...changes);
-      wake();
-    });
-    const until = async (count: number): Promise<void> => {
-      while (delivered.length < count) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
-    };
+    const { delivered, until } = subscribed(mine);
 
     ok(await other.write(create(uuidOf(1))));
     await until(1);
@@ -223,6 +238,93 @@ describePostgres('PostgresStore', (database) => {
       [uuidOf(1), uuidOf(2), uuidOf(1), uuidOf(1), uuidOf(2)],
     );
     assert.equal(delivered[3]?.instance.powerState, 'running');
+    await Promise.all([mine.close(), other.close()]);
+  });
+
+  test("other processes' commits reach subscribers as the log holds them, whether their NOTIFY carries them or not", async () => {
+    const schema = freshSchema();
+    const mine = await openPostgresStore(database.url, { schema });
+    const other = await openPostgresStore(database.url, { schema });
+    const feed = subscribed(mine);
+    // One write: its statement numbers it and the NOTIFY carries it, built in SQL.
+    ok(await other.write(create(uuidOf(1), { powerReason: 'quote " and ü' })));
+    await feed.until(1);
+    // Forty records do not fit in a NOTIFY: it carries the last revision, and the log is read.
+    const many = Array.from({ length: 40 }, (_, i) => other.write(create(uuidOf(100 + i))));
+    (await Promise.all(many)).forEach(ok);
+    // One uuid written twice in a batch: numbered and logged by the client, carried as its JSON.
+    const twice = await Promise.all([
+      other.write(create(uuidOf(2))),
+      other.write(update(uuidOf(2), 1, { powerState: 'paused', taskStartedAt: 5 })),
+    ]);
+    twice.forEach(ok);
+    await feed.until(43);
+    const log = await mine.changesSince(0, 100);
+    assert.deepEqual(feed.delivered, log.changes);
+    assert.equal(feed.delivered[0]?.instance.powerReason, 'quote " and ü');
+    await Promise.all([mine.close(), other.close()]);
+  });
+
+  test("a store never takes another schema's changes for its own", async () => {
+    const [mySchema, theirSchema] = [freshSchema(), freshSchema()];
+    assert.notEqual(changesChannel(mySchema), changesChannel(theirSchema));
+    const mine = await openPostgresStore(database.url, { schema: mySchema });
+    const other = await openPostgresStore(database.url, { schema: mySchema });
+    const theirs = await openPostgresStore(database.url, { schema: theirSchema });
+    const feed = subscribed(mine);
+    ok(await other.write(create(uuidOf(1))));
+    await feed.until(1);
+    // Their revision 1 and 2 would follow ours if this store listened on their channel.
+    ok(await theirs.write(create(uuidOf(7))));
+    ok(await theirs.write(create(uuidOf(8))));
+    ok(await other.write(create(uuidOf(2))));
+    await feed.until(2);
+    assert.deepEqual(feed.delivered, (await mine.changesSince(0, 10)).changes);
+    assert.deepEqual(
+      feed.delivered.map((c) => c.instance.uuid),
+      [uuidOf(1), uuidOf(2)],
+    );
+    await Promise.all([mine.close(), other.close(), theirs.close()]);
+  });
+
+  test('a NOTIFY that carries changes is taken as it comes; one that cannot be read, or skips revisions, sends the store to the log', async () => {
+    const schema = freshSchema();
+    const channel = changesChannel(schema);
+    const mine = await openPostgresStore(database.url, { schema });
+    const other = await openPostgresStore(database.url, { schema });
+    const feed = subscribed(mine);
+    const first = ok(await other.write(create(uuidOf(1)))).instance;
+    await feed.until(1);
+    const change = (revision: number, uuid: string): ChangeRecord => ({
+      revision,
+      type: 'created',
+      instance: { ...first, uuid },
+      at: 1,
+    });
+    await inspect(schema, async (sql) => {
+      // What a writer that died between its log and a readable NOTIFY would leave: the log holds
+      // revision 2, and the notification is garbage.
+      const logged = change(2, uuidOf(2));
+      await sql`INSERT INTO changes (revision, uuid, type, instance, at)
+        VALUES (2, ${uuidOf(2)}, 'created', ${sql.json(logged.instance)}, 1)`;
+      await sql`SELECT pg_notify(${channel}, ${'[{"revision": 2, "type": '})`;
+      await feed.until(2);
+      assert.deepEqual(feed.delivered[1], logged);
+      // Carried and next in line: handed on as it came (the log does not even hold it).
+      const carried = change(3, uuidOf(3));
+      await sql`SELECT pg_notify(${channel}, ${JSON.stringify([carried])})`;
+      await feed.until(3);
+      assert.deepEqual(feed.delivered[2], carried);
+      // Carried but revisions 4 to 9 never seen: the log is read instead of trusting it.
+      const missed = change(4, uuidOf(4));
+      await sql`INSERT INTO changes (revision, uuid, type, instance, at)
+        VALUES (4, ${uuidOf(4)}, 'created', ${sql.json(missed.instance)}, 1)`;
+      await sql`SELECT pg_notify(${channel}, ${JSON.stringify([change(10, uuidOf(10))])})`;
+      await feed.until(4);
+      assert.deepEqual(feed.delivered[3], missed);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(feed.delivered.length, 4, 'revision 10 was not taken on trust');
     await Promise.all([mine.close(), other.close()]);
   });
 
