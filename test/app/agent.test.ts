@@ -11,6 +11,8 @@ import { pino } from 'pino';
 import { startControlPlane } from '../../src/app/index.ts';
 import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/cli/client.ts';
+import { Journal, RemoteStore } from '../../src/agent/index.ts';
+import type { InstanceFields, WriteResult } from '../../src/store/index.ts';
 import type { ApiTransition } from '../../src/server/index.ts';
 import { startSimAgent } from '../support/agent.ts';
 import { describePostgres } from '../support/postgres.ts';
@@ -210,6 +212,73 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     const [latest] = await client.history(target.uuid, 1);
     assert.equal(latest!.to, expected);
     assert.equal(latest!.outOfBand, false, "the change was hvsync's own");
+  });
+
+  test('writes made together travel in one request; those made while one travels, in the next', async () => {
+    const host = 'sim-batch';
+    const journal = Journal.open(join(dir, `${host}.journal`), { host, maxEntries: 1_000 });
+    const remote = new RemoteStore({ client, host, journal, logger });
+    await remote.start();
+    const fields = (name: string): InstanceFields => ({
+      name,
+      host,
+      vmState: 'active',
+      taskState: null,
+      taskAction: null,
+      taskStartedAt: null,
+      taskError: null,
+      powerState: 'running',
+      powerReason: 'booted',
+      policy: null,
+    });
+    const uuids = [1, 2, 3, 4, 5].map((n) => `00000000-0000-4000-8000-0000000b${n}000`);
+    const accepted = (results: readonly WriteResult[]): void =>
+      assert.deepEqual(
+        results.map((r) => r.ok),
+        results.map(() => true),
+      );
+    try {
+      const before = remote.stats.requests;
+      accepted(
+        await Promise.all(
+          uuids.map((uuid, i) => remote.write({ kind: 'create', uuid, fields: fields(`b${i}`) })),
+        ),
+      );
+      assert.equal(remote.stats.requests - before, 1, 'five writes made together: one request');
+
+      const travelling = remote.stats.requests;
+      const first = remote.write({
+        kind: 'update',
+        uuid: uuids[0]!,
+        expectedVersion: 1,
+        patch: { powerReason: 'first' },
+      });
+      // A later turn of the event loop: the first write's request is on its way by then.
+      const rest = await new Promise<Promise<WriteResult>[]>((resolve) =>
+        setImmediate(() =>
+          resolve(
+            uuids.slice(1).map((uuid) =>
+              remote.write({
+                kind: 'update',
+                uuid,
+                expectedVersion: 1,
+                patch: { powerReason: 'next' },
+              }),
+            ),
+          ),
+        ),
+      );
+      accepted(await Promise.all([first, ...rest]));
+      assert.equal(
+        remote.stats.requests - travelling,
+        2,
+        'the first alone, the four after it together',
+      );
+      assert.equal(remote.stats.backlog, 0);
+    } finally {
+      await remote.close();
+      journal.close();
+    }
   });
 
   test('the same journal entries sent twice are applied once', async () => {
