@@ -10,16 +10,16 @@ import {
   positiveInteger,
   positiveNumber,
   readEngineOptions,
-  readToken,
   refuseEmpty,
   runUntilSignal,
   simulatedInstances,
   withEngineOptions,
   withHypervisorOptions,
   withLogLevelOption,
-  withTokenOptions,
 } from './options.ts';
-import type { EngineOptions, HypervisorOptions, TokenOptions } from './options.ts';
+import { readToken, withTokenOptions } from './token.ts';
+import type { TokenOptions } from './token.ts';
+import type { EngineOptions, HypervisorOptions } from './options.ts';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 const DEFAULT_JOURNAL_LIMIT = 100_000;

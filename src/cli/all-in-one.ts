@@ -8,21 +8,20 @@ import {
   nonNegative,
   positiveInteger,
   readEngineOptions,
-  readToken,
   refuseEmpty,
   runUntilSignal,
   simulatedInstances,
   readTls,
-  SERVED_TOKEN,
   withEngineOptions,
   withHypervisorOptions,
   withListenOption,
   withLogLevelOption,
   withMaxWatchersOption,
   withTlsOptions,
-  withTokenOptions,
 } from './options.ts';
-import type { EngineOptions, HypervisorOptions, TlsOptions, TokenOptions } from './options.ts';
+import { readToken, withTokenOptions, SERVED_TOKEN } from './token.ts';
+import type { TokenOptions } from './token.ts';
+import type { EngineOptions, HypervisorOptions, TlsOptions } from './options.ts';
 
 /**
  * libvirt's local system URI, the libvirt client's own default (a test holds the two equal):

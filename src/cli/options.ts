@@ -1,6 +1,6 @@
 // What the service commands (all-in-one, server, agent) share: the options more than one of them
-// declares, option checks that turn a bad value into one clear line, the logger, the bearer
-// token, and the run that a signal stops cleanly.
+// declares, option checks that turn a bad value into one clear line, the logger, and the run
+// that a signal stops cleanly (the bearer token is token.ts's).
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
@@ -102,21 +102,6 @@ export function readEngineOptions(options: EngineOptions): {
   };
 }
 
-/** --token and --token-file; `tokenDescription` says what --token is for in this command. */
-export function withTokenOptions(command: Command, tokenDescription: string): Command {
-  const env = process.env;
-  return command
-    .option('--token <token>', `${tokenDescription} (env HVSYNC_TOKEN)`, env.HVSYNC_TOKEN)
-    .option(
-      '--token-file <path>',
-      'read the bearer token from a file (env HVSYNC_TOKEN_FILE)',
-      env.HVSYNC_TOKEN_FILE,
-    );
-}
-
-/** What --token means on a command that serves the API. */
-export const SERVED_TOKEN = 'require this bearer token on the API';
-
 /** --listen, for the commands that serve the API. */
 export function withListenOption(command: Command): Command {
   return command.option(
@@ -191,45 +176,6 @@ export async function createLogger(level: string): Promise<Logger> {
         },
       })
     : pino({ level });
-}
-
-/** A bearer token is one non-empty word; an empty one would silently mean "no auth at all". */
-function checkedToken(token: string, source: string): string {
-  if (token.trim() === '') {
-    throw new InvalidArgumentError(
-      `${source} is empty: give a token, or leave it out to serve without authentication on loopback`,
-    );
-  }
-  if (/\s/.test(token)) {
-    throw new InvalidArgumentError(`${source} contains whitespace: a bearer token is one word`);
-  }
-  return token;
-}
-
-export interface TokenOptions {
-  readonly token?: string;
-  readonly tokenFile?: string;
-}
-
-export function readToken(options: TokenOptions): string | undefined {
-  if (options.token !== undefined && options.tokenFile !== undefined) {
-    throw new InvalidArgumentError('give either --token or --token-file, not both');
-  }
-  if (options.token !== undefined) return checkedToken(options.token, '--token (or HVSYNC_TOKEN)');
-  if (options.tokenFile === undefined) return undefined;
-  if (options.tokenFile.trim() === '') {
-    throw new InvalidArgumentError('--token-file (or HVSYNC_TOKEN_FILE) is empty: give a path');
-  }
-  let text: string;
-  try {
-    text = readFileSync(options.tokenFile, 'utf8');
-  } catch (error) {
-    throw new InvalidArgumentError(
-      `cannot read token file ${options.tokenFile}: ${(error as Error).message}`,
-    );
-  }
-  // A trailing newline is how files end, not part of the token.
-  return checkedToken(text.trim(), `token file ${options.tokenFile}`);
 }
 
 export interface TlsOptions {

@@ -5,17 +5,16 @@ import {
   createLogger,
   positiveInteger,
   positiveNumber,
-  readToken,
   runUntilSignal,
   readTls,
-  SERVED_TOKEN,
   withListenOption,
   withLogLevelOption,
   withMaxWatchersOption,
   withTlsOptions,
-  withTokenOptions,
 } from './options.ts';
-import type { TlsOptions, TokenOptions } from './options.ts';
+import type { TlsOptions } from './options.ts';
+import { readToken, withTokenOptions, SERVED_TOKEN } from './token.ts';
+import type { TokenOptions } from './token.ts';
 
 interface ServerOptions extends TokenOptions, TlsOptions {
   db?: string;
