@@ -7,7 +7,7 @@
 // one uuid still see each other.
 import type postgres from 'postgres';
 import { lockJournals, markJournals, repeatedInBatch } from './postgres-journal.ts';
-import { NOTIFY_PAYLOAD_MAX } from './postgres-notify.ts';
+import { NOTIFY_CHANGES_MAX, NOTIFY_PAYLOAD_MAX } from './postgres-notify.ts';
 import { INSTANCE_COLUMNS, INSTANCE_FIELDS, RECORD_COLUMNS, fieldValue } from './sqlite-rows.ts';
 import type { InstanceField, InstanceRow } from './sqlite-rows.ts';
 import type { InstanceWrite, NewTransition } from './types.ts';
@@ -95,7 +95,8 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
       FROM (
         SELECT jsonb_agg(jsonb_build_object('revision', revision_counter.value - n + rank,
           'type', type, 'instance', ${SNAPSHOT}, 'at', $2::bigint) ORDER BY rank)::text AS carried
-        FROM (SELECT *, ${RANK} AS rank, count(*) OVER () AS n FROM written) written) payload))),
+        FROM (SELECT *, ${RANK} AS rank, count(*) OVER () AS n FROM written) written
+        WHERE n <= ${NOTIFY_CHANGES_MAX}) payload))),
   numbered AS (
     SELECT ord, c.value - (SELECT count(*) FROM written) + ${RANK} AS revision
     FROM written CROSS JOIN counter c),

@@ -21,13 +21,20 @@ export function changesChannel(schema: string | undefined): string {
 export const NOTIFY_PAYLOAD_MAX = 7999;
 
 /**
+ * More changes than this never fit (a record is 300 bytes or more), so their payload is not even
+ * built: a large batch would build it while it holds the revision counter, only to drop it.
+ */
+export const NOTIFY_CHANGES_MAX = 24;
+
+/**
  * The payload for a transaction's changes (in revision order): their JSON when it fits, else the
  * last revision. The SQL in postgres-batch.ts builds the same for the batches it numbers.
  */
 export function changesPayload(changes: readonly ChangeRecord[]): string {
+  const last = String(changes[changes.length - 1]!.revision);
+  if (changes.length > NOTIFY_CHANGES_MAX) return last;
   const carried = JSON.stringify(changes);
-  if (Buffer.byteLength(carried, 'utf8') <= NOTIFY_PAYLOAD_MAX) return carried;
-  return String(changes[changes.length - 1]!.revision);
+  return Buffer.byteLength(carried, 'utf8') <= NOTIFY_PAYLOAD_MAX ? carried : last;
 }
 
 /**
