@@ -1,8 +1,8 @@
 // How a writing transaction tells the other processes on the database what it committed: a
-// NOTIFY on one channel whose payload carries the changes themselves when they fit, so that a
-// replica hands them to its watchers without reading them back from the log (a round trip per
-// commit of every other replica, and the read that grows with the replicas), or only the last
-// revision when they do not, and the replica reads the log as before.
+// NOTIFY on its schema's channel whose payload is the changes themselves when they fit, so that
+// a replica hands them to its watchers without reading them back from the log (else every commit
+// costs every other replica a read), or only the last revision when they do not, and then the
+// replica reads the log.
 import { createHash } from 'node:crypto';
 import type { ChangeRecord, InstanceRecord } from './types.ts';
 import { snapshotRecord } from './sqlite-rows.ts';
