@@ -9,18 +9,19 @@ import type { Logger } from 'pino';
 import { Journal, RemoteStore } from '../agent/index.ts';
 import { ApiClient } from '../client/index.ts';
 import type { Transport } from '../client/index.ts';
-import type { Policy } from '../model/index.ts';
 import { parseListen } from '../server/index.ts';
 import type { InstanceRecord } from '../store/index.ts';
 import type { SimHypervisor } from '../virt/index.ts';
-import { SyncEngine } from '../sync/index.ts';
+import type { SyncEngine } from '../sync/index.ts';
+import { startEngine } from './engine.ts';
+import type { EngineConfig } from './engine.ts';
 import { registerAgentMetrics } from './agent-metrics.ts';
 import { ConnectionErrorRecorder } from './connection-error.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
 
-export interface AgentConfig {
+export interface AgentConfig extends EngineConfig {
   readonly hypervisor: Extract<HypervisorChoice, { kind: 'libvirt' | 'sim' }>;
   /** The control plane's base URL. */
   readonly server: string;
@@ -33,8 +34,6 @@ export interface AgentConfig {
   readonly journal?: string;
   /** Most observations the journal keeps. */
   readonly journalLimit: number;
-  readonly policy: Policy;
-  readonly reconcileIntervalMs: number;
   readonly pollIntervalMs?: number;
   /** Serve Prometheus metrics at http://ADDRESS/metrics. */
   readonly metricsListen?: string;
@@ -150,16 +149,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     );
     registerAgentMetrics(registry, () => remote.stats);
 
-    const started = new SyncEngine({
-      driver,
-      store: remote,
-      host,
-      policy: config.policy,
-      reconcileIntervalMs: config.reconcileIntervalMs,
-      logger: logger.child({ component: 'sync', host }),
-      onCommit: metrics.onCommit,
-    });
-    await started.start();
+    const started = await startEngine(
+      { driver, store: remote, host, logger, onCommit: metrics.onCommit },
+      config,
+    );
     engine = started;
     connectionErrors.attach(remote, host);
     signal?.throwIfAborted();

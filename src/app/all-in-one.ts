@@ -2,9 +2,9 @@
 // and the API in front of them, in one process.
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import type { Policy } from '../model/index.ts';
 import { openStore, type Store, type StoreError } from '../store/index.ts';
-import { SyncEngine, SyncError } from '../sync/index.ts';
+import { SyncError } from '../sync/index.ts';
+import type { SyncEngine } from '../sync/index.ts';
 import type { SimHypervisor } from '../virt/index.ts';
 import {
   ActionRejected,
@@ -19,6 +19,8 @@ import {
 } from '../server/index.ts';
 import type { TlsFiles } from '../server/index.ts';
 import { DEFAULT_HOST_TIMEOUT_MS, DEFAULT_TASK_TIMEOUT_MS } from '../model/index.ts';
+import { startEngine } from './engine.ts';
+import type { EngineConfig } from './engine.ts';
 import { registerEngineMetrics } from './engine-metrics.ts';
 import { HostMonitor } from './host-monitor.ts';
 import { ConnectionErrorRecorder } from './connection-error.ts';
@@ -28,12 +30,10 @@ import { registerProcessMetrics } from './process-metrics.ts';
 
 export type { HypervisorChoice } from './hypervisor.ts';
 
-export interface ServiceConfig {
+export interface ServiceConfig extends EngineConfig {
   readonly hypervisor: HypervisorChoice;
   readonly db: string;
   readonly listen: string;
-  readonly policy: Policy;
-  readonly reconcileIntervalMs: number;
   /** Poll the hypervisor this often instead of listening to its events (none: events). */
   readonly pollIntervalMs?: number;
   readonly token?: string;
@@ -226,16 +226,10 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     });
     startup.signal.throwIfAborted();
     const host = await driver.hostname();
-    const started = new SyncEngine({
-      driver,
-      store,
-      host,
-      policy: config.policy,
-      reconcileIntervalMs: config.reconcileIntervalMs,
-      logger: logger.child({ component: 'sync', host }),
-      onCommit: metrics.onCommit,
-    });
-    await started.start();
+    const started = await startEngine(
+      { driver, store, host, logger, onCommit: metrics.onCommit },
+      config,
+    );
     engine = started;
     connectionErrors.attach(store, host);
     startup.signal.throwIfAborted();
