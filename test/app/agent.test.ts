@@ -12,7 +12,8 @@ import { startControlPlane } from '../../src/app/index.ts';
 import type { RunningAgent, RunningControlPlane } from '../../src/app/index.ts';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import { Journal, RemoteStore } from '../../src/agent/index.ts';
-import type { InstanceFields, WriteResult } from '../../src/store/index.ts';
+import type { WriteResult } from '../../src/store/index.ts';
+import { instanceFields } from '../support/records.ts';
 import type { ApiTransition } from '../../src/server/index.ts';
 import { startSimAgent } from '../support/agent.ts';
 import { describePostgres } from '../support/postgres.ts';
@@ -219,18 +220,6 @@ describePostgres('hvsync agent on a simulated host', (database) => {
     const journal = Journal.open(join(dir, `${host}.journal`), { host, maxEntries: 1_000 });
     const remote = new RemoteStore({ client, host, journal, logger });
     await remote.start();
-    const fields = (name: string): InstanceFields => ({
-      name,
-      host,
-      vmState: 'active',
-      taskState: null,
-      taskAction: null,
-      taskStartedAt: null,
-      taskError: null,
-      powerState: 'running',
-      powerReason: 'booted',
-      policy: null,
-    });
     const uuids = [1, 2, 3, 4, 5].map((n) => `00000000-0000-4000-8000-0000000b${n}000`);
     const accepted = (results: readonly WriteResult[]): void =>
       assert.deepEqual(
@@ -241,7 +230,9 @@ describePostgres('hvsync agent on a simulated host', (database) => {
       const before = remote.stats.requests;
       accepted(
         await Promise.all(
-          uuids.map((uuid, i) => remote.write({ kind: 'create', uuid, fields: fields(`b${i}`) })),
+          uuids.map((uuid, i) =>
+            remote.write({ kind: 'create', uuid, fields: instanceFields({ name: `b${i}`, host }) }),
+          ),
         ),
       );
       assert.equal(remote.stats.requests - before, 1, 'five writes made together: one request');
