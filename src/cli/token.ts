@@ -57,7 +57,7 @@ export function clientToken(
 }
 
 /** A token file's one word; a trailing newline is how files end, not part of the token. */
-export function readTokenFile(path: string): string {
+function readTokenFile(path: string): string {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

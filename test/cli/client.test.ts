@@ -402,23 +402,26 @@ describe('hvsync against an unreachable or guarded server', () => {
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, 'cli-token\n');
     writeFileSync(join(dir, 'empty'), ' \n');
+    writeFileSync(join(dir, 'two-words'), 'cli token\n');
     try {
       await create(h.store, uuidOf(1));
       const list = ['instances', 'list', '--json', '--server', h.url];
-      const [missing, flag, env, file, envFile, both, bothEnv, empty, absent] = await Promise.all([
-        hvsync(['instances', 'list', '--server', h.url]),
-        hvsync([...list, '--token', 'cli-token']),
-        hvsync(['instances', 'list', '--json'], {
-          HVSYNC_SERVER: h.url,
-          HVSYNC_TOKEN: 'cli-token',
-        }),
-        hvsync([...list, '--token-file', tokenFile]),
-        hvsync(list, { HVSYNC_TOKEN_FILE: tokenFile }),
-        hvsync([...list, '--token', 'cli-token', '--token-file', tokenFile]),
-        hvsync(list, { HVSYNC_TOKEN: 'cli-token', HVSYNC_TOKEN_FILE: tokenFile }),
-        hvsync([...list, '--token-file', join(dir, 'empty')]),
-        hvsync([...list, '--token-file', join(dir, 'absent')]),
-      ]);
+      const [missing, flag, env, file, envFile, both, bothEnv, empty, absent, twoWords] =
+        await Promise.all([
+          hvsync(['instances', 'list', '--server', h.url]),
+          hvsync([...list, '--token', 'cli-token']),
+          hvsync(['instances', 'list', '--json'], {
+            HVSYNC_SERVER: h.url,
+            HVSYNC_TOKEN: 'cli-token',
+          }),
+          hvsync([...list, '--token-file', tokenFile]),
+          hvsync(list, { HVSYNC_TOKEN_FILE: tokenFile }),
+          hvsync([...list, '--token', 'cli-token', '--token-file', tokenFile]),
+          hvsync(list, { HVSYNC_TOKEN: 'cli-token', HVSYNC_TOKEN_FILE: tokenFile }),
+          hvsync([...list, '--token-file', join(dir, 'empty')]),
+          hvsync([...list, '--token-file', join(dir, 'absent')]),
+          hvsync([...list, '--token-file', join(dir, 'two-words')]),
+        ]);
       assert.equal(missing.code, 1);
       assert.match(missing.stderr, /bearer token.*pass --token or --token-file/);
       for (const run of [flag, env, file, envFile]) {
@@ -431,7 +434,11 @@ describe('hvsync against an unreachable or guarded server', () => {
       assert.match(bothEnv.stderr, /HVSYNC_TOKEN and HVSYNC_TOKEN_FILE are both set/);
       assert.equal(empty.stderr, `hvsync: token file ${join(dir, 'empty')} is empty\n`);
       assert.match(absent.stderr, /^hvsync: cannot read token file .*absent: ENOENT/);
-      for (const run of [both, bothEnv, empty, absent]) assert.equal(run.stdout, '');
+      assert.match(twoWords.stderr, /two-words contains whitespace: a bearer token is one word/);
+      for (const run of [both, bothEnv, empty, absent, twoWords]) {
+        assert.equal(run.code, 1);
+        assert.equal(run.stdout, '');
+      }
     } finally {
       await h.close();
       rmSync(dir, { recursive: true, force: true });
