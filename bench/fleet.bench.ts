@@ -206,6 +206,21 @@ async function drained(what: string, limitMs: number): Promise<number> {
   }
 }
 
+/** Each host's own token, issued through the admin API as `hvsync hosts add` would. */
+async function issueHostTokens(
+  client: HvsyncClient,
+  hosts: readonly string[],
+): Promise<Map<string, string>> {
+  const tokens = new Map<string, string>();
+  for (let i = 0; i < hosts.length; i += 50) {
+    const issued = await Promise.all(
+      hosts.slice(i, i + 50).map((host) => client.issueToken('host', host)),
+    );
+    for (const credential of issued) tokens.set(credential.name, credential.token);
+  }
+  return tokens;
+}
+
 async function setRate(opsPerSecond: number): Promise<void> {
   const perHost = opsPerSecond / HOSTS;
   // Each host's workload wakes up often enough to keep its rate, rarely enough that a thousand
@@ -220,6 +235,12 @@ interface PhaseResult {
   readonly committedPerSecond: number;
   readonly eventsPerSecond: number;
   readonly latency: ReturnType<typeof summarize>;
+  /**
+   * The same, apart: events that came while nothing of their instance was unanswered, and events
+   * that came while an earlier write of their instance was (they wait for its answer first).
+   */
+  readonly alone: ReturnType<typeof summarize>;
+  readonly queued: ReturnType<typeof summarize>;
   /** Event → the agent holds the control plane's answer; answer → the other replica's watch. */
   readonly acked: ReturnType<typeof summarize>;
   readonly afterAck: ReturnType<typeof summarize>;
@@ -291,12 +312,14 @@ async function loadPhase(
   const samples = collected;
   collected = [];
   const latencies: number[] = [];
+  const alone: number[] = [];
+  const queued: number[] = [];
   let unmatched = 0;
   // Where the time goes: event → the agent has the control plane's answer, and answer → the
   // other replica's watch.
   const acked: number[] = [];
   const afterAck: number[] = [];
-  for (const [uuid, version, observedAt, , wroteTo, ackedAt] of samples) {
+  for (const [uuid, version, observedAt, , wroteTo, ackedAt, behind] of samples) {
     if (observedAt < fromCpu.at) continue;
     const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
     if (seen === undefined) {
@@ -304,6 +327,7 @@ async function loadPhase(
       continue;
     }
     latencies.push(seen - observedAt);
+    (behind ? queued : alone).push(seen - observedAt);
     acked.push(ackedAt - observedAt);
     afterAck.push(seen - ackedAt);
   }
@@ -316,6 +340,8 @@ async function loadPhase(
     committedPerSecond: committed / ((toCpu.at - fromCpu.at) / 1000),
     eventsPerSecond: (toCpu.events - fromCpu.events) / ((toCpu.at - fromCpu.at) / 1000),
     latency: summarize(latencies),
+    alone: summarize(alone),
+    queued: summarize(queued),
     acked: summarize(acked),
     afterAck: summarize(afterAck),
     unmatched,
@@ -330,6 +356,11 @@ async function loadPhase(
       `committed ${fmt(result.committedPerSecond, 0)}/s; event → other replica's watch ` +
       `p50 ${fmt(result.latency.p50)} ms p99 ${fmt(result.latency.p99)} ms ` +
       `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms`,
+  );
+  say(
+    `   events alone on their instance p50 ${fmt(result.alone.p50)} ms p99 ` +
+      `${fmt(result.alone.p99)} ms (${result.alone.n}); events behind an unanswered write of their ` +
+      `instance p50 ${fmt(result.queued.p50)} ms p99 ${fmt(result.queued.p99)} ms (${result.queued.n})`,
   );
   say(
     `   of which event → answer at the ${group.name} p50 ${fmt(result.acked.p50)} ms p99 ` +
@@ -359,18 +390,19 @@ try {
   // The processes' own memory before any agent, so that RSS per instance is the agents' share.
   const baseRss = (await reports()).reduce((sum, report) => sum + report.rss, 0);
 
+  const hostNames = Array.from({ length: HOSTS }, (_, i) => `fleet-${String(i).padStart(5, '0')}`);
+  const hostTokens = await issueHostTokens(clients[0]!, hostNames);
+
   // ---- first sync: every agent lists its (empty) records and creates its instances' ----------
   const started = Date.now();
-  const hostNames = Array.from({ length: HOSTS }, (_, i) => `fleet-${String(i).padStart(5, '0')}`);
   const firstSync = Promise.all(
     workers.map((worker, w) =>
       worker.ask({
         kind: 'start',
         hosts: hostNames
-          .map((host, i) => [host, i % 2] as const)
+          .map((host, i) => [host, i % 2, hostTokens.get(host)!] as const)
           .filter((_, i) => i % PROCESSES === w),
         servers: urls,
-        token: TOKEN,
         instances: INSTANCES,
         sampleEvery: SAMPLE_EVERY,
       }),
@@ -451,16 +483,16 @@ try {
     for (let i = 0; i < WRITER_PROCESSES; i += 1) writers.push(new AgentProcess('writers'));
     group = { name: 'writers', processes: writers };
     const ceilingHosts = hostNames.map((host) => host.replace('fleet-', 'ceiling-'));
+    const ceilingTokens = await issueHostTokens(clients[0]!, ceilingHosts);
     const createdFrom = Date.now();
     await Promise.all(
       writers.map((writer, w) =>
         writer.ask({
           kind: 'start',
           hosts: ceilingHosts
-            .map((host, i) => [host, i % 2] as const)
+            .map((host, i) => [host, i % 2, ceilingTokens.get(host)!] as const)
             .filter((_, i) => i % WRITER_PROCESSES === w),
           servers: urls,
-          token: TOKEN,
           instances: INSTANCES,
           sampleEvery: SAMPLE_EVERY,
         }),
@@ -501,6 +533,11 @@ try {
     [
       'event → other replica watch p50 / p99, top rate',
       `${fmt(top.latency.p50)} / ${fmt(top.latency.p99)} ms`,
+    ],
+    [
+      'of which events alone on their instance / behind its unanswered write, low rate',
+      `${fmt(low.alone.p50)} / ${fmt(low.alone.p99)} ms (${low.alone.n}); ` +
+        `${fmt(low.queued.p50)} / ${fmt(low.queued.p99)} ms (${low.queued.n})`,
     ],
     [
       'GET /v1/instances?limit=100 p99, low / top rate',

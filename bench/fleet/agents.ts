@@ -31,6 +31,9 @@ const agents: Agent[] = [];
 let samples: CommitSample[] = [];
 let sampleEvery = 10;
 let counter = 0;
+// When the agent last had an answer for each instance's write: an event observed before it came
+// while that write was unanswered. One entry per instance of this process's hosts.
+const answeredAt = new Map<string, number>();
 
 function seedOf(host: string): number {
   let hash = 2166136261;
@@ -56,6 +59,9 @@ async function startOne(
   const write = remote.write.bind(remote);
   remote.write = async (change: InstanceWrite): Promise<WriteResult> => {
     const result = await write(change);
+    const now = Date.now();
+    const previousAnswer = answeredAt.get(change.uuid) ?? 0;
+    answeredAt.set(change.uuid, now);
     if (result.ok && change.transition !== undefined && ++counter % sampleEvery === 0) {
       samples.push([
         result.instance.uuid,
@@ -63,7 +69,8 @@ async function startOne(
         change.transition.observedAt,
         change.transition.to,
         serverIndex,
-        Date.now(),
+        now,
+        previousAnswer > change.transition.observedAt ? 1 : 0,
       ]);
     }
     return result;

@@ -2,17 +2,21 @@
 
 /**
  * uuid, record version the control plane gave the commit, the event's observedAt, the power state
- * it recorded, which replica the agent wrote to, and when the agent had the control plane's answer.
+ * it recorded, which replica the agent wrote to, when the agent had the control plane's answer,
+ * and 1 if the event came while an earlier write of the same instance was still unanswered (the
+ * engine writes each instance's changes one at a time, so such an event waits for that answer).
  */
-export type CommitSample = [string, number, number, string, number, number];
+export type CommitSample = [string, number, number, string, number, number, 0 | 1];
 
 export type FromParent =
   | {
       readonly kind: 'start';
-      /** Host names, each with the index in `servers` of the replica its agent talks to. */
-      readonly hosts: readonly (readonly [string, number])[];
+      /**
+       * Host names, each with the index in `servers` of the replica its agent talks to and the
+       * host's own token (a host token, as deployed: the control plane checks every write's record).
+       */
+      readonly hosts: readonly (readonly [string, number, string])[];
       readonly servers: readonly string[];
-      readonly token: string;
       readonly instances: number;
       /** Keep one commit in this many for the latency match. */
       readonly sampleEvery: number;

@@ -35,12 +35,12 @@ export function serveParent(worker: FleetWorker): void {
             const queue = [...message.hosts];
             const lanes = Array.from({ length: START_LANES }, async () => {
               for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-                const [host, index] = next;
+                const [host, index, token] = next;
                 await worker.startHost(
                   host,
                   message.servers[index]!,
                   index,
-                  message.token,
+                  token,
                   message.instances,
                 );
               }

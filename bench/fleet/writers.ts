@@ -136,6 +136,7 @@ async function send(host: Host): Promise<void> {
           record!.powerState,
           host.serverIndex,
           Date.now(),
+          0, // observed as it is sent: it waits behind no earlier write
         ]);
       }
     });
