@@ -25,7 +25,7 @@ import { registerEngineMetrics } from './engine-metrics.ts';
 import { HostMonitor } from './host-monitor.ts';
 import { ConnectionErrorRecorder } from './connection-error.ts';
 import { chooseHypervisor, connectWithRetry, type HypervisorChoice } from './hypervisor.ts';
-import { registerStoreMetrics } from './store-metrics.ts';
+import { registerCommitMetrics, registerStoreMetrics } from './store-metrics.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
 
 export type { HypervisorChoice } from './hypervisor.ts';
@@ -96,7 +96,10 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const { driver, description, sim } = chosen;
   const db = chosen.db ?? config.db;
 
+  const registry = new Registry();
+  const onCommit = registerCommitMetrics(registry);
   const store = await openStore(db, {
+    onCommit,
     onListenerError(error: unknown) {
       logger.error({ err: error }, 'a change-feed subscriber threw; the others still got it');
     },
@@ -129,7 +132,6 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     sim?.close();
   };
 
-  const registry = new Registry();
   registerProcessMetrics(registry);
   const metrics = registerEngineMetrics(
     registry,

@@ -19,7 +19,7 @@ import type { TlsFiles } from '../server/index.ts';
 import { HostMonitor } from './host-monitor.ts';
 import { registerProcessMetrics } from './process-metrics.ts';
 import { recordedActions } from './recorded-actions.ts';
-import { registerStoreMetrics } from './store-metrics.ts';
+import { registerCommitMetrics, registerStoreMetrics } from './store-metrics.ts';
 
 export interface ControlPlaneConfig {
   /** A postgres:// URL: replicas share it, which an SQLite file cannot do. */
@@ -103,8 +103,11 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
   if (config.tls !== undefined) tlsOptions(config.tls);
   config.signal?.throwIfAborted();
 
+  const registry = new Registry();
+  const onCommit = registerCommitMetrics(registry);
   // Opening migrates under an advisory lock, so replicas starting together are safe.
   const store = await openStore(config.db, {
+    onCommit,
     onListenerError(error: unknown) {
       logger.error({ err: error }, 'a change-feed subscriber threw; the others still got it');
     },
@@ -116,7 +119,6 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Run
   });
   const probe = new DatabaseProbe(() => store.changesSince(Number.MAX_SAFE_INTEGER, 1), logger);
 
-  const registry = new Registry();
   registerProcessMetrics(registry);
   registerStoreMetrics(registry, store);
 

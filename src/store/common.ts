@@ -1,6 +1,7 @@
-// What both stores share beyond the interface: defaults, page limits, retention, write health.
+// What both stores share beyond the interface: defaults, page limits, retention, write health,
+// commit timing.
 import { StoreError } from './types.ts';
-import type { ChangeRecord, InstanceWrite } from './types.ts';
+import type { ChangeRecord, CommitTiming, InstanceWrite } from './types.ts';
 
 export const DEFAULT_MAX_CHANGES = 100_000;
 export const DEFAULT_MAX_BATCH = 2_000;
@@ -84,5 +85,20 @@ export class WriteHealth {
     } catch {
       // A failing hook must not turn a commit into an error.
     }
+  }
+}
+
+/** Tells `onCommit` where a committed batch's time went; a hook that throws changes nothing. */
+export function reportCommit(
+  onCommit: ((commit: CommitTiming) => void) | undefined,
+  batch: readonly { readonly queuedAt: number }[],
+  startedAt: number,
+): void {
+  if (onCommit === undefined) return;
+  const commitMs = performance.now() - startedAt;
+  try {
+    onCommit({ queuedMs: batch.map((pending) => startedAt - pending.queuedAt), commitMs });
+  } catch {
+    // A failing hook must not turn a commit into an error.
   }
 }

@@ -17,6 +17,7 @@ import {
   pageSize,
   pruneCutoff,
   retainedChanges,
+  reportCommit,
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
@@ -93,6 +94,8 @@ interface PendingWrite {
   readonly write: InstanceWrite;
   readonly resolve: (result: WriteResult) => void;
   readonly reject: (error: unknown) => void;
+  /** performance.now() when it was handed over. */
+  readonly queuedAt: number;
 }
 
 // int8 columns (timestamps, revisions, ids) as numbers: epoch ms and counters stay far below 2^53.
@@ -153,6 +156,7 @@ export class PostgresStore implements Store {
   private readonly now: () => number;
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
+  private readonly onCommit: StoreOptions['onCommit'];
   readonly credentials: CredentialStore;
 
   private queue: PendingWrite[] = [];
@@ -192,6 +196,7 @@ export class PostgresStore implements Store {
     this.listeners = new Emitter(options.onListenerError);
     this.onFeedError = options.onFeedError ?? (() => {});
     this.writeHealth = new WriteHealth(options.onWriteHealth);
+    this.onCommit = options.onCommit;
     this.deliveredUpTo = latestRevision;
     this.credentials = new PostgresCredentials(sql, (query) => this.read(query), this.now);
   }
@@ -251,7 +256,7 @@ export class PostgresStore implements Store {
   write(write: InstanceWrite): Promise<WriteResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise<WriteResult>((resolve, reject) => {
-      this.queue.push({ write, resolve, reject });
+      this.queue.push({ write, resolve, reject, queuedAt: performance.now() });
       this.scheduleFlush();
     });
   }
@@ -396,6 +401,7 @@ export class PostgresStore implements Store {
 
   private async commit(batch: readonly PendingWrite[]): Promise<void> {
     if (batch.length === 0) return;
+    const startedAt = performance.now();
     const now = this.now();
     let outcomes: Outcome[];
     try {
@@ -418,6 +424,7 @@ export class PostgresStore implements Store {
 
     this.counters.commits++;
     this.writeHealth.succeeded();
+    reportCommit(this.onCommit, batch, startedAt);
     const changes: ChangeRecord[] = [];
     for (const outcome of outcomes) {
       if ('change' in outcome && outcome.change !== null) changes.push(outcome.change);

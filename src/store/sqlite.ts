@@ -35,6 +35,7 @@ import {
   describeWrite,
   pageSize,
   pruneCutoff,
+  reportCommit,
   WriteHealth,
 } from './common.ts';
 import { Emitter } from '../lib/index.ts';
@@ -84,6 +85,8 @@ interface PendingWrite {
   readonly write: InstanceWrite;
   readonly resolve: (result: WriteResult) => void;
   readonly reject: (error: unknown) => void;
+  /** performance.now() when it was handed over. */
+  readonly queuedAt: number;
 }
 
 type Outcome =
@@ -122,6 +125,7 @@ export class SqliteStore implements Store {
     listenerErrors: 0,
   };
   private readonly writeHealth: WriteHealth;
+  private readonly onCommit: StoreOptions['onCommit'];
   /** Lower bound of the oldest revision kept; only decides when to prune. */
   private oldestKept: number | null;
 
@@ -176,6 +180,7 @@ export class SqliteStore implements Store {
     this.now = options.now ?? Date.now;
     this.listeners = new Emitter(options.onListenerError);
     this.writeHealth = new WriteHealth(options.onWriteHealth);
+    this.onCommit = options.onCommit;
 
     const columns = INSTANCE_FIELDS.map((f) => INSTANCE_COLUMNS[f]);
     this.selectInstance = db.prepare('SELECT * FROM instances WHERE uuid = ?');
@@ -295,7 +300,7 @@ export class SqliteStore implements Store {
   write(write: InstanceWrite): Promise<WriteResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise<WriteResult>((resolve, reject) => {
-      this.queue.push({ write, resolve, reject });
+      this.queue.push({ write, resolve, reject, queuedAt: performance.now() });
       this.scheduleFlush();
     });
   }
@@ -424,6 +429,7 @@ export class SqliteStore implements Store {
   }
 
   private commit(batch: readonly PendingWrite[]): void {
+    const startedAt = performance.now();
     const now = this.now();
     let outcome: BatchOutcome;
     try {
@@ -446,6 +452,7 @@ export class SqliteStore implements Store {
 
     this.counters.commits++;
     this.writeHealth.succeeded();
+    reportCommit(this.onCommit, batch, startedAt);
     if (outcome.prune !== null) {
       this.counters.pruned += outcome.prune.removed;
       this.oldestKept = outcome.prune.oldestKept;

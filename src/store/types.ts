@@ -195,6 +195,22 @@ export interface StoreOptions {
    * transaction that cannot commit (disk full, file gone read-only, I/O error, database gone).
    */
   readonly onWriteHealth?: (failure: StoreError | null) => void;
+  /** Told of every write transaction that committed, with where its writes' time went. */
+  readonly onCommit?: (commit: CommitTiming) => void;
+}
+
+/**
+ * Where the time of one committed write transaction went, in ms: for latency metrics, so that
+ * a slow write shows whether it waited or committed slowly.
+ */
+export interface CommitTiming {
+  /**
+   * For each write of the transaction, from the call to the transaction's start: the rest of its
+   * event-loop turn and, on PostgreSQL, the transaction in flight ahead of it.
+   */
+  readonly queuedMs: readonly number[];
+  /** From the transaction's start to its commit (PostgreSQL: one round trip, more on a retry). */
+  readonly commitMs: number;
 }
 
 /** Counters both stores keep. */

@@ -30,6 +30,16 @@ async function take(stream: WatchSubscription, count: number): Promise<number[]>
   return revisions;
 }
 
+/** The unlabelled samples of a replica's /metrics, by name. */
+async function metrics(client: HvsyncClient): Promise<Map<string, number>> {
+  const samples = new Map<string, number>();
+  for (const line of (await client.metricsText()).split('\n')) {
+    const match = /^([a-z_]+) (\S+)$/.exec(line);
+    if (match) samples.set(match[1]!, Number(match[2]));
+  }
+  return samples;
+}
+
 describePostgres('hvsync server replicas on one database', (database) => {
   let store: PostgresStore;
   let replicaA: ServerProcess;
@@ -101,6 +111,24 @@ describePostgres('hvsync server replicas on one database', (database) => {
       assert.match(error.message, /no agent has reported for host host-a/);
       return true;
     });
+  });
+
+  test("a replica's /metrics shows how long its writes queued and committed", async () => {
+    const before = await metrics(clientB);
+    const writes = [1, 2, 3].map((i) => ({
+      kind: 'create' as const,
+      uuid: uuidOf(`metrics-${i}`),
+      fields: instanceFields({ host: 'host-m' }),
+    }));
+    const { results } = await clientB.agentWrites('host-m', { writes });
+    assert.ok(results.every((result) => result.ok));
+    const after = await metrics(clientB);
+    const grew = (name: string): number => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+    assert.equal(grew('hvsync_store_write_queue_seconds_count'), 3, 'one per write');
+    assert.equal(grew('hvsync_store_commit_writes_count'), 1, 'handed over together');
+    assert.equal(grew('hvsync_store_commit_writes_sum'), 3);
+    assert.equal(grew('hvsync_store_commit_seconds_count'), 1);
+    assert.ok(grew('hvsync_store_commit_seconds_sum') > 0);
   });
 
   test('a watcher resumes on another replica from its last revision after SIGKILL', async () => {

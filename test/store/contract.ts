@@ -6,6 +6,7 @@ import { StoreError } from '../../src/store/index.ts';
 import type {
   AddCredentialResult,
   ChangeRecord,
+  CommitTiming,
   InstanceFields,
   InstanceWrite,
   NewTransition,
@@ -589,6 +590,43 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       assert.equal(page.changes[1]!.revision, page.changes[0]!.revision + 1, 'no revision gap');
       assert.equal(store.stats.failed, 1);
       assert.equal(store.stats.retried, 1);
+      await store.close();
+    });
+  });
+
+  describe(`${name} commit timing`, () => {
+    test('each committed transaction is told with one queued time per write; a throwing hook harms nobody', async () => {
+      const commits: CommitTiming[] = [];
+      let throwing = false;
+      const store = await fresh({
+        onCommit(commit) {
+          commits.push(commit);
+          if (throwing) throw new Error('hook bug');
+        },
+      });
+      const before = performance.now();
+      await Promise.all([
+        store.write(create(uuidOf(1))),
+        store.write(create(uuidOf(2))),
+        store.write(update(uuidOf(1), 1, { powerState: 'paused' })),
+      ]);
+      const took = performance.now() - before;
+      assert.equal(commits.length, 1, 'writes of one turn commit together');
+      assert.equal(commits[0]!.queuedMs.length, 3);
+      for (const ms of [...commits[0]!.queuedMs, commits[0]!.commitMs]) {
+        assert.ok(ms >= 0 && ms <= took, `${ms} ms within the ${took} ms the writes took`);
+      }
+
+      throwing = true;
+      const refused = await store.write(create(uuidOf(2)));
+      assert.ok(!refused.ok, 'a transaction of refused writes commits too');
+      ok(await store.write(update(uuidOf(2), 1, { powerState: 'shutoff' })));
+      assert.deepEqual(
+        commits.map((commit) => commit.queuedMs.length),
+        [3, 1, 1],
+      );
+      assert.equal((await store.getInstance(uuidOf(2)))!.powerState, 'shutoff');
+      assert.equal(store.stats.commitFailures, 0);
       await store.close();
     });
   });
