@@ -23,6 +23,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import { HvsyncClient } from '../src/cli/client.ts';
+import { parseMetricsText, sumOf } from '../src/client/index.ts';
 import { AgentProcess, machineBusySeconds, postgresCpuSeconds, Replica } from './fleet/fleet.ts';
 import type { CommitSample, WorkerReport } from './fleet/messages.ts';
 import {
@@ -221,6 +222,46 @@ async function issueHostTokens(
   return tokens;
 }
 
+/** The replicas' own timing of agents' writes, summed over both: sums (seconds) and counts. */
+type ReplicaTimes = Record<'request' | 'queued' | 'commit' | 'writes', { sum: number; n: number }>;
+
+async function replicaTimes(clients: readonly HvsyncClient[]): Promise<ReplicaTimes> {
+  const times: ReplicaTimes = {
+    request: { sum: 0, n: 0 },
+    queued: { sum: 0, n: 0 },
+    commit: { sum: 0, n: 0 },
+    writes: { sum: 0, n: 0 },
+  };
+  const names = {
+    request: 'hvsync_http_request_duration_seconds',
+    queued: 'hvsync_store_write_queue_seconds',
+    commit: 'hvsync_store_commit_seconds',
+    writes: 'hvsync_store_commit_writes',
+  } as const;
+  const route = { method: 'POST', route: '/v1/hosts/:host/writes' };
+  for (const client of clients) {
+    const samples = parseMetricsText(await client.metricsText());
+    for (const key of Object.keys(names) as (keyof ReplicaTimes)[]) {
+      const match = key === 'request' ? route : {};
+      times[key].sum += sumOf(samples, `${names[key]}_sum`, match) ?? 0;
+      times[key].n += sumOf(samples, `${names[key]}_count`, match) ?? 0;
+    }
+  }
+  return times;
+}
+
+/** Means over a phase: ms for the times, writes per commit for `writes`. */
+function replicaMeans(from: ReplicaTimes, to: ReplicaTimes): Record<keyof ReplicaTimes, number> {
+  const mean = (key: keyof ReplicaTimes, scale: number): number =>
+    ((to[key].sum - from[key].sum) / Math.max(1, to[key].n - from[key].n)) * scale;
+  return {
+    request: mean('request', 1000),
+    queued: mean('queued', 1000),
+    commit: mean('commit', 1000),
+    writes: mean('writes', 1),
+  };
+}
+
 async function setRate(opsPerSecond: number): Promise<void> {
   const perHost = opsPerSecond / HOSTS;
   // Each host's workload wakes up often enough to keep its rate, rarely enough that a thousand
@@ -245,6 +286,8 @@ interface PhaseResult {
   readonly acked: ReturnType<typeof summarize>;
   readonly afterAck: ReturnType<typeof summarize>;
   readonly unmatched: number;
+  /** The replicas' means: a writes request, a write's wait for its transaction, a commit. */
+  readonly replica: Record<keyof ReplicaTimes, number>;
   readonly get: ReturnType<typeof summarize>;
   readonly shares: Record<string, number>;
   readonly backlogAtEnd: number;
@@ -257,8 +300,10 @@ async function loadPhase(
   name: string,
   rate: number,
   watchers: readonly Watcher[],
-  getClient: HvsyncClient,
+  /** The replicas' clients; GETs go to the second. */
+  replicaClients: readonly HvsyncClient[],
 ): Promise<PhaseResult> {
+  const getClient = replicaClients[1]!;
   say(`-- ${name}: ${rate} operations/s for ${SECONDS} s`);
   await setRate(rate);
   await sleep(WARMUP_SECONDS * 1000);
@@ -267,6 +312,7 @@ async function loadPhase(
     watcher.recording = true;
   }
   const fromCpu = await cpuNow();
+  const fromTimes = await replicaTimes(replicaClients);
   collected = [];
   const fromRevisions = watchers[1]!.revisions;
   const getLatencies: number[] = [];
@@ -300,6 +346,7 @@ async function loadPhase(
     lastRevisions = now;
   }
   const toCpu = await cpuNow();
+  const replica = replicaMeans(fromTimes, await replicaTimes(replicaClients));
   const committed = watchers[1]!.revisions - fromRevisions;
   running = false;
   await getter;
@@ -345,6 +392,7 @@ async function loadPhase(
     acked: summarize(acked),
     afterAck: summarize(afterAck),
     unmatched,
+    replica,
     get: summarize(getLatencies),
     shares: cpuShares(fromCpu, toCpu),
     backlogAtEnd: backlog,
@@ -366,6 +414,11 @@ async function loadPhase(
     `   of which event → answer at the ${group.name} p50 ${fmt(result.acked.p50)} ms p99 ` +
       `${fmt(result.acked.p99)} ms, answer → other replica's watch p50 ` +
       `${fmt(result.afterAck.p50)} ms p99 ${fmt(result.afterAck.p99)} ms`,
+  );
+  say(
+    `   at the replicas, means: a writes request ${fmt(replica.request)} ms, of which each write ` +
+      `waited ${fmt(replica.queued)} ms for its transaction, which committed in ` +
+      `${fmt(replica.commit)} ms (${fmt(replica.writes)} writes each)`,
   );
   say(
     `   CPU (% of one core): ${sharesLine(result.shares)}; ${group.name}' event loops ` +
@@ -445,8 +498,8 @@ try {
   // ---- load ---------------------------------------------------------------------------------
   const watchers = clients.map((client) => new Watcher(client));
   await Promise.all(watchers.map((watcher) => watcher.start()));
-  const low = await loadPhase('low rate', LOW_RATE, watchers, clients[1]!);
-  const top = await loadPhase('top rate', TOP_RATE, watchers, clients[1]!);
+  const low = await loadPhase('low rate', LOW_RATE, watchers, clients);
+  const top = await loadPhase('top rate', TOP_RATE, watchers, clients);
   await Promise.all(watchers.map((watcher) => watcher.stop()));
 
   // ---- outage -------------------------------------------------------------------------------
@@ -505,7 +558,7 @@ try {
     const ceilingWatchers = clients.map((client) => new Watcher(client));
     await Promise.all(ceilingWatchers.map((watcher) => watcher.start()));
     for (const rate of CEILING_RATES) {
-      ceiling.push(await loadPhase(`ceiling ${rate}`, rate, ceilingWatchers, clients[1]!));
+      ceiling.push(await loadPhase(`ceiling ${rate}`, rate, ceilingWatchers, clients));
     }
     await Promise.all(ceilingWatchers.map((watcher) => watcher.stop()));
     group = { name: 'agents', processes: workers };
@@ -538,6 +591,11 @@ try {
       'of which events alone on their instance / behind its unanswered write, low rate',
       `${fmt(low.alone.p50)} / ${fmt(low.alone.p99)} ms (${low.alone.n}); ` +
         `${fmt(low.queued.p50)} / ${fmt(low.queued.p99)} ms (${low.queued.n})`,
+    ],
+    [
+      'replicas at the low rate, means: writes request; write waits for its transaction; commit',
+      `${fmt(low.replica.request)} ms; ${fmt(low.replica.queued)} ms; ${fmt(low.replica.commit)} ` +
+        `ms (${fmt(low.replica.writes)} writes each)`,
     ],
     [
       'GET /v1/instances?limit=100 p99, low / top rate',

@@ -2,15 +2,11 @@
 // conditional writes, batched, and its status. A request's writes reach the store in one event-
 // loop turn, so the store commits them in one transaction; each gets its own result.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type {
-  InstanceFields,
-  InstanceRecord,
-  InstanceWrite,
-  NewTransition,
-} from '../store/index.ts';
+import type { InstanceFields, InstanceWrite, NewTransition } from '../store/index.ts';
 import { principalOf } from './policy.ts';
 import { RequestRefused } from './errors.ts';
 import { mayHostWrite } from './host-writes.ts';
+import { RecordOwners, type RecordOwner } from './record-owners.ts';
 import { statusSchema, writesSchema, WRITES_BODY_LIMIT } from './agent-schemas.ts';
 import type { AgentPort, ApiAgentStatus, ApiAgentWrite, ApiAgentWriteResult } from './types.ts';
 
@@ -23,7 +19,7 @@ export type AgentWriteRefusal = (
   request: FastifyRequest,
   host: string,
   write: InstanceWrite,
-  current: InstanceRecord | null,
+  current: RecordOwner | null,
 ) => string | null;
 
 export interface AgentRoutesOptions {
@@ -35,6 +31,10 @@ export interface AgentRoutesOptions {
 
 export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): void {
   const { store, now } = options;
+  // Who owns each record, for the per-write check: kept current by every commit this process sees.
+  const owners = new RecordOwners();
+  const unsubscribe = store.subscribe((changes) => owners.follow(changes));
+  app.addHook('onClose', async () => unsubscribe());
 
   app.post<{ Params: { host: string }; Body: { journal?: string; writes: ApiAgentWrite[] } }>(
     '/v1/hosts/:host/writes',
@@ -43,7 +43,7 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
       const { host } = request.params;
       const { journal } = request.body;
       const writes = request.body.writes.map((w, i) => storeWrite(w, i, host, journal));
-      const refusal = await checkWrites(options, request, host, writes);
+      const refusal = await checkWrites(options, owners, request, host, writes);
       if (refusal !== null) return reply.code(403).send({ error: 'forbidden', message: refusal });
       // Handed over together, in order: the store commits them in one transaction.
       const results = await Promise.all(writes.map((write) => store.write(write)));
@@ -77,6 +77,7 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
 /** The per-write authorisation: every write of the request is checked before any is applied. */
 async function checkWrites(
   options: AgentRoutesOptions,
+  owners: RecordOwners,
   request: FastifyRequest,
   host: string,
   writes: readonly InstanceWrite[],
@@ -84,20 +85,63 @@ async function checkWrites(
   // Only a host's token is held to records; the admin's writes need no read of each record.
   if (options.writeRefusal === undefined && principalOf(request).kind !== 'host') return null;
   const refuse = options.writeRefusal ?? hostTokenRefusal;
-  // One read for the whole request (up to 500 writes), not one round trip per write. Every write
-  // is checked against the record as stored before the request, a uuid's later writes included.
-  const records = await options.store.getInstances(writes.map((write) => write.uuid));
+  const records = await recordsBefore(options.store, owners, writes);
   for (const write of writes) {
     const current = records.get(write.uuid) ?? null;
     // A write the store will refuse anyway (a stale version, a uuid already recorded) changes
     // nothing: it gets its conflict or exists with the current record, which is how an agent
     // learns that an instance moved away, instead of a 403 that would stall its journal. A
-    // change between this read and the write moves the version, so the store refuses it then.
+    // change between the check and the write moves the version, so the store refuses it then.
     if (storeWillRefuse(write, current)) continue;
     const refusal = refuse(request, host, write, current);
     if (refusal !== null) return refusal;
+    // A later write of the uuid in this request is checked against the record as this one
+    // leaves it: a write may not do second what it could not do first (move the record away).
+    const next = afterWrite(write, current);
+    if (next !== null) records.set(write.uuid, next);
   }
   return null;
+}
+
+/**
+ * The record each uuid of the request is checked against, as stored before the request: the one
+ * this process knows at the version the uuid's first write expects, else read, in one read for
+ * the whole request (up to 500 writes), not one round trip per write. A create that is its uuid's
+ * only write is checked as a new record: if the uuid is recorded, the store refuses it (exists),
+ * and nothing else in the request depends on it.
+ */
+async function recordsBefore(
+  store: AgentPort,
+  owners: RecordOwners,
+  writes: readonly InstanceWrite[],
+): Promise<Map<string, RecordOwner>> {
+  const writesOf = new Map<string, number>();
+  for (const write of writes) writesOf.set(write.uuid, (writesOf.get(write.uuid) ?? 0) + 1);
+  const records = new Map<string, RecordOwner>();
+  const unknown = new Set<string>();
+  for (const write of writes) {
+    if (records.has(write.uuid) || unknown.has(write.uuid)) continue;
+    if (write.kind === 'create') {
+      if (writesOf.get(write.uuid)! > 1) unknown.add(write.uuid);
+      continue;
+    }
+    const known = owners.at(write.uuid, write.expectedVersion);
+    if (known !== undefined) records.set(write.uuid, known);
+    else unknown.add(write.uuid);
+  }
+  if (unknown.size === 0) return records;
+  for (const record of (await store.getInstances([...unknown])).values()) {
+    owners.learn(record);
+    records.set(record.uuid, record);
+  }
+  return records;
+}
+
+/** The record as `write` leaves it when the store applies it; null: the store will not find it. */
+function afterWrite(write: InstanceWrite, current: RecordOwner | null): RecordOwner | null {
+  if (write.kind === 'create') return { uuid: write.uuid, host: write.fields.host, version: 1 };
+  if (current === null) return null;
+  return { uuid: write.uuid, host: write.patch.host ?? current.host, version: current.version + 1 };
 }
 
 /** The default check: a host's token writes only its own host's instances; others are trusted. */
@@ -105,13 +149,13 @@ function hostTokenRefusal(
   request: FastifyRequest,
   _host: string,
   write: InstanceWrite,
-  current: InstanceRecord | null,
+  current: RecordOwner | null,
 ): string | null {
   const principal = principalOf(request);
   return principal.kind === 'host' ? mayHostWrite(principal.host, write, current) : null;
 }
 
-function storeWillRefuse(write: InstanceWrite, current: InstanceRecord | null): boolean {
+function storeWillRefuse(write: InstanceWrite, current: RecordOwner | null): boolean {
   if (current === null) return false;
   return write.kind === 'create' || write.expectedVersion !== current.version;
 }

@@ -2,13 +2,14 @@
 // instances only. A record moves to another host only by a confirmed migration: the destination
 // reports it running there, with cause `migration`. Pure: the route reads the current record and
 // asks; whatever is refused is answered 403 `forbidden` with the reason.
-import type { InstanceRecord, InstanceWrite } from '../store/index.ts';
+import type { InstanceWrite } from '../store/index.ts';
+import type { RecordOwner } from './record-owners.ts';
 
 /** Why host `host` may not make `write` over `current` (null: no such record), or null if it may. */
 export function mayHostWrite(
   host: string,
   write: InstanceWrite,
-  current: InstanceRecord | null,
+  current: RecordOwner | null,
 ): string | null {
   const who = `host '${host}'`;
   if (write.kind === 'create') {
@@ -40,7 +41,7 @@ export function mayHostWrite(
   return claim ? null : recordedElsewhere(who, current);
 }
 
-function recordedElsewhere(who: string, current: InstanceRecord): string {
+function recordedElsewhere(who: string, current: RecordOwner): string {
   return (
     `instance ${current.uuid} is recorded on host '${current.host}': ${who} may write it only ` +
     'by reporting it running there after a migration (host, powerState running, cause migration)'

@@ -39,10 +39,10 @@ export interface HostHealthPort {
 
 /**
  * What the agent routes need of the store: an engine's writes, on behalf of a remote engine, and
- * one read of the records a request writes, for the per-write check.
+ * for the per-write check, the change feed (whose each record is) and a read of what it lacks.
  */
 export type AgentPort = Pick<EngineStore, 'write' | 'upsertHost' | 'recordConnectionError'> &
-  Pick<ReadStore, 'getInstances'>;
+  Pick<ReadStore, 'getInstances' | 'subscribe'>;
 
 export interface Readiness {
   readonly ready: boolean;

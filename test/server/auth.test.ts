@@ -327,6 +327,105 @@ describe('tokens and what each may do', () => {
     assert.equal((await server.store.getInstance(uuidOf(20)))?.host, 'host-a');
   });
 
+  test('a host may not move its instance away by a later write of the same request', async () => {
+    await create(server.store, uuidOf(21), { host: 'host-b' });
+    const before = await server.store.getInstance(uuidOf(21));
+    const writes = (uuid: string, first: object): object => ({
+      writes: [first, { kind: 'update', uuid, expectedVersion: 2, patch: { host: 'host-a' } }],
+    });
+    forbidden(
+      await call(server, '/v1/hosts/host-b/writes', hostB, {
+        method: 'POST',
+        json: writes(uuidOf(21), {
+          kind: 'update',
+          uuid: uuidOf(21),
+          expectedVersion: 1,
+          patch: { name: 'renamed first' },
+        }),
+      }),
+      /host 'host-b' may not move instance .* to host 'host-a'/,
+    );
+    assert.deepEqual(await server.store.getInstance(uuidOf(21)), before);
+    const created = writes(uuidOf(22), {
+      kind: 'create',
+      uuid: uuidOf(22),
+      fields: fields({ host: 'host-b' }),
+    }) as { writes: { expectedVersion?: number }[] };
+    created.writes[1]!.expectedVersion = 1;
+    forbidden(
+      await call(server, '/v1/hosts/host-b/writes', hostB, { method: 'POST', json: created }),
+      /host 'host-b' may not move instance .* to host 'host-a'/,
+    );
+    assert.equal(await server.store.getInstance(uuidOf(22)), null);
+  });
+
+  test("a host's writes are checked against the record as it now is, read only when not known", async () => {
+    let reads = 0;
+    const getInstances = server.store.getInstances.bind(server.store);
+    server.store.getInstances = (uuids) => {
+      reads += 1;
+      return getInstances(uuids);
+    };
+    try {
+      const write = async (token: string, host: string, body: object): Promise<Reply> =>
+        call(server, `/v1/hosts/${host}/writes`, token, {
+          method: 'POST',
+          json: { writes: [body] },
+        });
+      const uuid = uuidOf(23);
+      const created = await write(hostB, 'host-b', {
+        kind: 'create',
+        uuid,
+        fields: fields({ host: 'host-b' }),
+      });
+      assert.equal(created.status, 200, created.text);
+      assert.equal(reads, 0, 'a create alone needs no read: the store refuses a recorded uuid');
+      const renamed = await write(hostB, 'host-b', {
+        kind: 'update',
+        uuid,
+        expectedVersion: 1,
+        patch: { name: 'known' },
+      });
+      assert.equal(renamed.status, 200, renamed.text);
+      assert.equal(reads, 0, 'version 1 came through the change feed: no read');
+
+      // Moved by a commit this replica only hears of through its feed.
+      const claim = await server.store.write({
+        kind: 'update',
+        uuid,
+        expectedVersion: 2,
+        patch: { host: 'host-a', powerState: 'running' },
+        transition: migration,
+      });
+      assert.ok(claim.ok);
+      forbidden(
+        await write(hostB, 'host-b', {
+          kind: 'update',
+          uuid,
+          expectedVersion: 3,
+          patch: { powerState: 'shutoff' },
+        }),
+        new RegExp(`instance ${uuid} is recorded on host 'host-a'`),
+      );
+      assert.equal(reads, 0);
+      const stale = await write(hostB, 'host-b', {
+        kind: 'update',
+        uuid,
+        expectedVersion: 2,
+        patch: { powerState: 'shutoff' },
+      });
+      assert.equal(stale.status, 200, stale.text);
+      assert.equal(
+        (stale.body as { results: { reason: string }[] }).results[0]!.reason,
+        'conflict',
+      );
+      assert.equal(reads, 1, 'a version it does not know is read');
+      assert.equal((await server.store.getInstance(uuid))?.host, 'host-a');
+    } finally {
+      server.store.getInstances = getInstances;
+    }
+  });
+
   test('a second token for a name is refused unless replaced; the replaced one is revoked', async () => {
     const again = await call(server, '/v1/readers/dashboard/token', ADMIN, { method: 'POST' });
     assert.equal(again.status, 409);
