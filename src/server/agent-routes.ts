@@ -43,10 +43,12 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
       const { host } = request.params;
       const { journal } = request.body;
       const writes = request.body.writes.map((w, i) => storeWrite(w, i, host, journal));
-      const refusal = await checkWrites(options, owners, request, host, writes);
-      if (refusal !== null) return reply.code(403).send({ error: 'forbidden', message: refusal });
+      const checked = await checkWrites(options, owners, request, host, writes);
+      if ('refusal' in checked) {
+        return reply.code(403).send({ error: 'forbidden', message: checked.refusal });
+      }
       // Handed over together, in order: the store commits them in one transaction.
-      const results = await Promise.all(writes.map((write) => store.write(write)));
+      const results = await Promise.all(checked.writes.map((write) => store.write(write)));
       return { results: results.map((result): ApiAgentWriteResult => result) };
     },
   );
@@ -74,33 +76,55 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
   );
 }
 
-/** The per-write authorisation: every write of the request is checked before any is applied. */
+/** A request's writes as checked: refused (403), or to be handed to the store as they are now. */
+type Checked = { readonly refusal: string } | { readonly writes: readonly InstanceWrite[] };
+
+/**
+ * The per-write authorisation: every write of the request is checked before any is applied. A
+ * host's update reaches the store bound to the host it was checked over (`expectedHost`), so that
+ * what committed between the check and the write cannot turn a refusal into an update.
+ */
 async function checkWrites(
   options: AgentRoutesOptions,
   owners: RecordOwners,
   request: FastifyRequest,
   host: string,
   writes: readonly InstanceWrite[],
-): Promise<string | null> {
+): Promise<Checked> {
+  const principal = principalOf(request);
   // Only a host's token is held to records; the admin's writes need no read of each record.
-  if (options.writeRefusal === undefined && principalOf(request).kind !== 'host') return null;
+  if (options.writeRefusal === undefined && principal.kind !== 'host') return { writes };
   const refuse = options.writeRefusal ?? hostTokenRefusal;
+  const own = principal.kind === 'host' ? principal.host : null;
   const records = await recordsBefore(options.store, owners, writes);
+  const checked: InstanceWrite[] = [];
   for (const write of writes) {
     const current = records.get(write.uuid) ?? null;
-    // A write the store will refuse anyway (a stale version, a uuid already recorded) changes
-    // nothing: it gets its conflict or exists with the current record, which is how an agent
-    // learns that an instance moved away, instead of a 403 that would stall its journal. A
-    // change between the check and the write moves the version, so the store refuses it then.
-    if (storeWillRefuse(write, current)) continue;
-    const refusal = refuse(request, host, write, current);
-    if (refusal !== null) return refusal;
+    // A write the store will refuse (a stale version, a uuid already recorded, an unknown uuid)
+    // gets its conflict, exists or not-found with the current record, which is how an agent
+    // learns that an instance moved away, instead of a 403 that would stall its journal. Should
+    // the record reach the version it expects meanwhile, it applies only on the host's own, and
+    // only if allowed there.
+    const applies = !storeWillRefuse(write, current);
+    const basis =
+      !applies && write.kind === 'update' && own !== null
+        ? { uuid: write.uuid, host: own, version: write.expectedVersion }
+        : current;
+    if (applies || basis !== current) {
+      const refusal = refuse(request, host, write, basis);
+      if (refusal !== null) return { refusal };
+    }
+    checked.push(
+      write.kind === 'update' && own !== null && basis !== null
+        ? { ...write, expectedHost: basis.host }
+        : write,
+    );
     // A later write of the uuid in this request is checked against the record as this one
     // leaves it: a write may not do second what it could not do first (move the record away).
-    const next = afterWrite(write, current);
+    const next = applies ? afterWrite(write, current) : null;
     if (next !== null) records.set(write.uuid, next);
   }
-  return null;
+  return { writes: checked };
 }
 
 /**
@@ -156,7 +180,7 @@ function hostTokenRefusal(
 }
 
 function storeWillRefuse(write: InstanceWrite, current: RecordOwner | null): boolean {
-  if (current === null) return false;
+  if (current === null) return write.kind === 'update';
   return write.kind === 'create' || write.expectedVersion !== current.version;
 }
 

@@ -38,7 +38,7 @@ function columnType(field: InstanceField): string {
 }
 
 const INPUT = `jsonb_to_recordset($1::jsonb) AS w(
-    ord integer, kind text, uuid text, expected integer, mask integer,
+    ord integer, kind text, uuid text, expected integer, expected_host text, mask integer,
     ${INSTANCE_FIELDS.map((f) => `${INSTANCE_COLUMNS[f]} ${columnType(f)}`).join(', ')},
     t_from text, t_to text, t_vm_from text, t_vm_to text, t_cause text, t_detail text,
     t_out_of_band boolean, t_observed_at bigint,
@@ -77,6 +77,7 @@ const ROUND = `WITH input AS (SELECT * FROM ${INPUT}),
       version = i.version + 1, updated_at = $2::bigint
     FROM fresh w
     WHERE w.kind = 'update' AND i.uuid = w.uuid AND i.version = w.expected
+      AND (w.expected_host IS NULL OR i.host = w.expected_host)
     RETURNING w.ord, i.*),
   written AS (
     SELECT w.ord, 'created' AS type, ${ROW_COLUMNS.map((c) => `inserted.${c}`).join(', ')}
@@ -198,7 +199,14 @@ function inputRow(ord: number, write: InstanceWrite, repeated: boolean): InputRo
   if (write.kind !== 'create' && write.kind !== 'update') {
     throw new TypeError(`unknown write kind ${String((write as { kind: unknown }).kind)}`);
   }
-  const row: InputRow = { ord, kind: write.kind, uuid: write.uuid, expected: null, mask: 0 };
+  const row: InputRow = {
+    ord,
+    kind: write.kind,
+    uuid: write.uuid,
+    expected: null,
+    expected_host: null,
+    mask: 0,
+  };
   const fields = write.kind === 'create' ? write.fields : write.patch;
   let mask = 0;
   INSTANCE_FIELDS.forEach((field, bit) => {
@@ -207,7 +215,10 @@ function inputRow(ord: number, write: InstanceWrite, repeated: boolean): InputRo
     row[INSTANCE_COLUMNS[field]] = fieldValue(fields, field);
   });
   row.mask = mask;
-  if (write.kind === 'update') row.expected = write.expectedVersion;
+  if (write.kind === 'update') {
+    row.expected = write.expectedVersion;
+    row.expected_host = write.expectedHost ?? null;
+  }
   if (write.transition !== undefined) Object.assign(row, transitionInput(write.transition));
   if (write.journal !== undefined) {
     Object.assign(row, { j_id: write.journal.id, j_seq: write.journal.seq, j_repeated: repeated });

@@ -396,7 +396,7 @@ export class SqliteStore implements Store {
       const assignments = fields.map((f) => `${INSTANCE_COLUMNS[f]} = ?, `).join('');
       statement = this.db.prepare<SqlValue[], InstanceRow>(
         `UPDATE instances SET ${assignments}version = version + 1, updated_at = ?
-         WHERE uuid = ? AND version = ?
+         WHERE uuid = ? AND version = ? AND host = coalesce(?, host)
          RETURNING *`,
       );
       this.updateStatements.set(mask, statement);
@@ -546,7 +546,13 @@ export class SqliteStore implements Store {
     } else if (write.kind === 'update') {
       const fields = INSTANCE_FIELDS.filter((f) => write.patch[f] !== undefined);
       const values = fields.map((f) => fieldValue(write.patch, f));
-      row = this.updateStatement(fields).get(...values, now, write.uuid, write.expectedVersion);
+      row = this.updateStatement(fields).get(
+        ...values,
+        now,
+        write.uuid,
+        write.expectedVersion,
+        write.expectedHost ?? null,
+      );
       if (row === undefined) {
         const current = this.selectInstance.get(write.uuid);
         return refused(current === undefined ? 'not-found' : 'conflict', current);

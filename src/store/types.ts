@@ -82,6 +82,11 @@ export type InstanceWrite =
       readonly uuid: string;
       /** The version the writer read; the write fails with `conflict` if it changed since. */
       readonly expectedVersion: number;
+      /**
+       * The host the record must be on for the write to apply, else `conflict`: a check made
+       * before the write (a host token's) then holds at commit, whatever committed in between.
+       */
+      readonly expectedHost?: string;
       readonly patch: Partial<InstanceFields>;
       readonly transition?: NewTransition;
       readonly journal?: JournalTag;

@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import { buildServer, listen } from '../../src/server/index.ts';
 import { openSqliteStore } from '../../src/store/index.ts';
-import type { NewTransition, SqliteStore } from '../../src/store/index.ts';
+import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
 import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf, waitFor } from './harness.ts';
 import type { Harness, Reply } from './harness.ts';
 import { call as callHarness } from './harness.ts';
@@ -424,6 +424,54 @@ describe('tokens and what each may do', () => {
     } finally {
       server.store.getInstances = getInstances;
     }
+  });
+
+  test("a commit between the check and the write cannot make a host write another host's record", async () => {
+    const uuid = uuidOf(24);
+    await create(server.store, uuid, { host: 'host-b' });
+    // host-a claims it by migration after host-b's request was checked, before it is written.
+    const claim = {
+      kind: 'update' as const,
+      uuid,
+      expectedVersion: 1,
+      patch: { host: 'host-a', powerState: 'running' as const },
+      transition: migration,
+    };
+    const write = server.store.write.bind(server.store);
+    const handed: InstanceWrite[] = [];
+    let claimed: Promise<unknown> | null = null;
+    server.store.write = (next) => {
+      handed.push(next);
+      claimed ??= write(claim);
+      return claimed.then(() => write(next));
+    };
+    let reply: Reply;
+    try {
+      reply = await call(server, '/v1/hosts/host-b/writes', hostB, {
+        method: 'POST',
+        json: {
+          writes: [
+            { kind: 'update', uuid, expectedVersion: 1, patch: { name: 'renamed' } },
+            { kind: 'update', uuid, expectedVersion: 2, patch: { powerState: 'shutoff' } },
+          ],
+        },
+      });
+    } finally {
+      server.store.write = write;
+    }
+    assert.equal(reply.status, 200, reply.text);
+    assert.deepEqual(
+      (reply.body as { results: { reason?: string }[] }).results.map((r) => r.reason),
+      ['conflict', 'conflict'],
+    );
+    assert.deepEqual(
+      handed.map((w) => (w.kind === 'update' ? w.expectedHost : null)),
+      ['host-b', 'host-b'],
+    );
+    const record = await server.store.getInstance(uuid);
+    assert.equal(record?.host, 'host-a');
+    assert.equal(record?.powerState, 'running');
+    assert.equal(record?.version, 2);
   });
 
   test('a second token for a name is refused unless replaced; the replaced one is revoked', async () => {

@@ -151,6 +151,41 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       await store.close();
     });
 
+    test('an update that expects the record on another host conflicts, alone or in a batch', async () => {
+      const store = await fresh();
+      const id = uuidOf(1);
+      await store.write(create(id, { host: 'host-a' }));
+      const on = (
+        host: string,
+        version: number,
+        patch: Partial<InstanceFields>,
+      ): InstanceWrite => ({
+        kind: 'update',
+        uuid: id,
+        expectedVersion: version,
+        patch,
+        expectedHost: host,
+      });
+      const refused = await store.write(on('host-b', 1, { powerState: 'paused' }));
+      assert.ok(!refused.ok);
+      assert.equal(refused.reason, 'conflict');
+      assert.equal(refused.current?.host, 'host-a');
+      assert.equal(refused.current?.version, 1);
+      // In one transaction: a move to host-b, then a write that expects host-a.
+      const [moved, late] = await Promise.all([
+        store.write(on('host-a', 1, { host: 'host-b' })),
+        store.write(on('host-a', 2, { powerState: 'shutoff' })),
+      ]);
+      assert.equal(ok(moved!).instance.host, 'host-b');
+      assert.ok(!late!.ok);
+      assert.equal(late!.reason, 'conflict');
+      ok(await store.write(on('host-b', 2, { powerState: 'paused' })));
+      const record = await store.getInstance(id);
+      assert.equal(record?.powerState, 'paused');
+      assert.equal(record?.version, 3);
+      await store.close();
+    });
+
     test('create of a known uuid gives exists; update of an unknown one gives not-found', async () => {
       const store = await fresh();
       const id = uuidOf(1);
