@@ -367,25 +367,19 @@ describe('tokens and what each may do', () => {
       return getInstances(uuids);
     };
     try {
-      const write = async (token: string, host: string, body: object): Promise<Reply> =>
-        call(server, `/v1/hosts/${host}/writes`, token, {
+      // host-b's requests, one write each.
+      const send = async (write: object): Promise<Reply> =>
+        call(server, '/v1/hosts/host-b/writes', hostB, {
           method: 'POST',
-          json: { writes: [body] },
+          json: { writes: [write] },
         });
       const uuid = uuidOf(23);
-      const created = await write(hostB, 'host-b', {
-        kind: 'create',
-        uuid,
-        fields: fields({ host: 'host-b' }),
-      });
+      const update = (expectedVersion: number, patch: object): Promise<Reply> =>
+        send({ kind: 'update', uuid, expectedVersion, patch });
+      const created = await send({ kind: 'create', uuid, fields: fields({ host: 'host-b' }) });
       assert.equal(created.status, 200, created.text);
       assert.equal(reads, 0, 'a create alone needs no read: the store refuses a recorded uuid');
-      const renamed = await write(hostB, 'host-b', {
-        kind: 'update',
-        uuid,
-        expectedVersion: 1,
-        patch: { name: 'known' },
-      });
+      const renamed = await update(1, { name: 'known' });
       assert.equal(renamed.status, 200, renamed.text);
       assert.equal(reads, 0, 'version 1 came through the change feed: no read');
 
@@ -399,21 +393,11 @@ describe('tokens and what each may do', () => {
       });
       assert.ok(claim.ok);
       forbidden(
-        await write(hostB, 'host-b', {
-          kind: 'update',
-          uuid,
-          expectedVersion: 3,
-          patch: { powerState: 'shutoff' },
-        }),
+        await update(3, { powerState: 'shutoff' }),
         new RegExp(`instance ${uuid} is recorded on host 'host-a'`),
       );
       assert.equal(reads, 0);
-      const stale = await write(hostB, 'host-b', {
-        kind: 'update',
-        uuid,
-        expectedVersion: 2,
-        patch: { powerState: 'shutoff' },
-      });
+      const stale = await update(2, { powerState: 'shutoff' });
       assert.equal(stale.status, 200, stale.text);
       assert.equal(
         (stale.body as { results: { reason: string }[] }).results[0]!.reason,
