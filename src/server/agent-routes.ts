@@ -67,10 +67,8 @@ export function agentRoutes(app: FastifyInstance, options: AgentRoutesOptions): 
         lastSeenAt: now(),
         lastReconcileAt: status.lastReconcileAt,
         backlog: status.backlog,
+        connectionError: status.connectionError,
       });
-      if (status.connectionError !== undefined) {
-        await store.recordConnectionError(host, status.connectionError);
-      }
       return reply.code(204).send();
     },
   );

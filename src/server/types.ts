@@ -41,7 +41,7 @@ export interface HostHealthPort {
  * What the agent routes need of the store: an engine's writes, on behalf of a remote engine, and
  * for the per-write check, the change feed (whose each record is) and a read of what it lacks.
  */
-export type AgentPort = Pick<EngineStore, 'write' | 'upsertHost' | 'recordConnectionError'> &
+export type AgentPort = Pick<EngineStore, 'write' | 'upsertHost'> &
   Pick<ReadStore, 'getInstances' | 'subscribe'>;
 
 export interface Readiness {

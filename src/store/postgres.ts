@@ -329,16 +329,19 @@ export class PostgresStore implements Store {
   async upsertHost(host: HostStatus): Promise<void> {
     await this.read(
       () => this.sql`
-        INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog)
+        INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog,
+                           connection_error)
         VALUES (${host.name}::text, ${host.driver}::text, ${host.connected}::boolean,
                 ${host.lastSeenAt}::bigint, ${host.lastReconcileAt}::bigint,
-                ${host.backlog ?? 0}::integer)
+                ${host.backlog ?? 0}::integer, ${host.connectionError ?? null}::text)
         ON CONFLICT (name) DO UPDATE SET
           driver = excluded.driver,
           connected = excluded.connected,
           last_seen_at = excluded.last_seen_at,
           last_reconcile_at = excluded.last_reconcile_at,
-          backlog = excluded.backlog`,
+          backlog = excluded.backlog,
+          connection_error = CASE WHEN ${host.connectionError !== undefined}::boolean
+            THEN excluded.connection_error ELSE hosts.connection_error END`,
     );
   }
 

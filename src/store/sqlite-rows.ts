@@ -179,6 +179,8 @@ export function hostValues(host: HostStatus): SqlValue[] {
     host.lastSeenAt,
     host.lastReconcileAt,
     host.backlog ?? 0,
+    host.connectionError ?? null,
+    host.connectionError !== undefined ? 1 : 0,
   ];
 }
 

@@ -217,14 +217,17 @@ export class SqliteStore implements Store {
       'SELECT * FROM transitions WHERE uuid = ? AND id < ? ORDER BY id DESC LIMIT ?',
     );
     this.upsertHostStatement = db.prepare<SqlValue[]>(
-      `INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog)
-       VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO hosts (name, driver, connected, last_seen_at, last_reconcile_at, backlog,
+                          connection_error)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET
          driver = excluded.driver,
          connected = excluded.connected,
          last_seen_at = excluded.last_seen_at,
          last_reconcile_at = excluded.last_reconcile_at,
-         backlog = excluded.backlog`,
+         backlog = excluded.backlog,
+         connection_error = CASE WHEN ? THEN excluded.connection_error
+           ELSE hosts.connection_error END`,
     );
     this.recordConnectionErrorStatement = db.prepare(
       'UPDATE hosts SET connection_error = ? WHERE name = ?',

@@ -135,10 +135,15 @@ export interface HostRecord {
   readonly backlog: number;
 }
 
-/** What an engine reports of its host; the connection error is recorded on its own. */
+/** What an engine reports of its host. */
 export type HostStatus = Omit<HostRecord, 'connectionError' | 'backlog'> & {
   /** An agent's unacknowledged journal entries; 0 when absent (an engine writing directly). */
   readonly backlog?: number;
+  /**
+   * Recorded with the rest when given (an agent's report carries it); when absent the recorded
+   * one stays, for an engine that records it on its own (recordConnectionError).
+   */
+  readonly connectionError?: string | null;
 };
 
 export interface InstanceFilter {

@@ -912,6 +912,21 @@ export function storeContract(name: string, target: StoreUnderTest): void {
       );
       await store.close();
     });
+
+    test('a status that carries the connection error records it with the rest, in one write', async () => {
+      const store = await fresh();
+      const status = { name: 'h', driver: 'libvirt', lastReconcileAt: null, connected: false };
+      await store.upsertHost({ ...status, lastSeenAt: 1, connectionError: 'permission denied' });
+      assert.equal((await store.listHosts())[0]!.connectionError, 'permission denied');
+      await store.upsertHost({ ...status, lastSeenAt: 2 });
+      assert.equal((await store.listHosts())[0]!.connectionError, 'permission denied');
+      await store.upsertHost({ ...status, connected: true, lastSeenAt: 3, connectionError: null });
+      const [host] = await store.listHosts();
+      assert.equal(host!.connectionError, null);
+      assert.equal(host!.connected, true);
+      assert.equal(host!.lastSeenAt, 3);
+      await store.close();
+    });
   });
 
   describe(`${name} credentials`, () => {
