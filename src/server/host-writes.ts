@@ -1,7 +1,8 @@
 // What a host's agent may write (KubeVirt's NodeRestriction, for records): its own host's
 // instances only. A record moves to another host only by a confirmed migration: the destination
-// reports it running there, with cause `migration`. Pure: the route reads the current record and
-// asks; whatever is refused is answered 403 `forbidden` with the reason.
+// reports it running there, with cause `migration`. Pure: the route finds the current record (in
+// its change feed, or by a read) and asks; whatever is refused is answered 403 `forbidden` with
+// the reason.
 import type { InstanceWrite } from '../store/index.ts';
 import type { RecordOwner } from './record-owners.ts';
 
