@@ -104,16 +104,13 @@ async function checkWrites(
     // the record reach the version it expects meanwhile, it applies only on the host's own, and
     // only if allowed there.
     const applies = !storeWillRefuse(write, current);
-    const basis =
-      !applies && write.kind === 'update' && own !== null
-        ? { uuid: write.uuid, host: own, version: write.expectedVersion }
-        : current;
-    if (applies || basis !== current) {
+    const basis = applies ? current : ownRecordAt(write, own);
+    if (basis !== undefined) {
       const refusal = refuse(request, host, write, basis);
       if (refusal !== null) return { refusal };
     }
     checked.push(
-      write.kind === 'update' && own !== null && basis !== null
+      own !== null && write.kind === 'update' && basis
         ? { ...write, expectedHost: basis.host }
         : write,
     );
@@ -123,6 +120,15 @@ async function checkWrites(
     if (next !== null) records.set(write.uuid, next);
   }
   return { writes: checked };
+}
+
+/**
+ * What a host's update the store is expected to refuse is checked over: the host's own record at
+ * the version it expects. Undefined: nothing to check (the store answers it).
+ */
+function ownRecordAt(write: InstanceWrite, own: string | null): RecordOwner | undefined {
+  if (write.kind !== 'update' || own === null) return undefined;
+  return { uuid: write.uuid, host: own, version: write.expectedVersion };
 }
 
 /**
