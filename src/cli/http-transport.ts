@@ -1,7 +1,8 @@
 // The CLI's transport: node:http rather than fetch, whose first use costs a command about a
 // quarter of a second of CPU (loading undici and compiling its WebAssembly parser), more than
 // the rest of a command together.
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
 import type { Transport, TransportRequest, TransportResponse } from '../client/index.ts';
 
 export interface NodeHttpOptions {
@@ -11,19 +12,48 @@ export interface NodeHttpOptions {
   readonly keepAlive?: boolean;
 }
 
+/**
+ * How long a long-running caller keeps an idle connection. Node's default agent closes one after
+ * 5 s, so an agent reporting every 10 s opened a connection (with TLS, a handshake on both ends)
+ * for nearly every request. A server announcing a shorter keep-alive (`Keep-Alive: timeout=N`)
+ * is believed, less a second, so the connection is never reused just as the server closes it.
+ */
+export const KEEP_ALIVE_IDLE_MS = 120_000;
+
+type Open = typeof httpRequest;
+
 export function nodeHttpTransport(options: NodeHttpOptions = {}): Transport {
-  const extra = {
-    ...(options.ca === undefined ? {} : { ca: options.ca }),
-    // undefined: Node's global agent, which keeps connections alive (idle ones unref'd). None for
-    // a command: it makes a request or three, and no idle socket may keep it alive.
-    agent: options.keepAlive === true ? undefined : false,
-  } as const;
-  return { send: (request) => send(request, extra) };
+  const ca = options.ca === undefined ? {} : { ca: options.ca };
+  if (options.keepAlive !== true) {
+    // No agent: a command makes a request or three, and no idle socket may keep it alive.
+    return {
+      send: async (request) => send(request, await opener(request.url), { ...ca, agent: false }),
+    };
+  }
+  let http: HttpAgent | undefined;
+  let https: Promise<HttpsAgent> | undefined;
+  const agentFor = (url: string): HttpAgent | Promise<HttpsAgent> => {
+    if (!url.startsWith('https:')) return (http ??= new HttpAgent(KEEP_ALIVE));
+    https ??= import('node:https').then((m) => new m.Agent(KEEP_ALIVE));
+    return https;
+  };
+  return {
+    send: async (request) =>
+      send(request, await opener(request.url), { ...ca, agent: await agentFor(request.url) }),
+  };
+}
+
+const KEEP_ALIVE = { keepAlive: true, timeout: KEEP_ALIVE_IDLE_MS } as const;
+
+/** TLS loads only for an https server. */
+async function opener(url: string): Promise<Open> {
+  return url.startsWith('https:') ? (await import('node:https')).request : httpRequest;
 }
 
 async function send(
   request: TransportRequest,
-  extra: { ca?: string | Buffer; agent: false | undefined },
+  open: Open,
+  extra: { ca?: string | Buffer; agent: false | HttpAgent },
 ): Promise<TransportResponse> {
   const url = new URL(request.url);
   const headers: Record<string, string> = { ...request.headers };
@@ -31,8 +61,6 @@ async function send(
     headers['content-type'] = 'application/json';
     headers['content-length'] = String(Buffer.byteLength(request.body));
   }
-  // TLS loads only for an https server.
-  const open = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
     const outgoing = open(
       url,

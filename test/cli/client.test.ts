@@ -5,6 +5,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HvsyncClient } from '../../src/cli/client.ts';
 import { create, patch, startServer, uuidOf, waitFor } from '../server/harness.ts';
 import type { Harness } from '../server/harness.ts';
 
@@ -472,5 +474,37 @@ describe('hvsync itself', () => {
     assert.equal(long.code, 0, long.stderr);
     assert.equal(long.stdout, `${version}\n`);
     assert.equal(short.stdout, long.stdout);
+  });
+});
+
+describe('the client over node:http', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startServer();
+  });
+  after(() => h.close());
+
+  test('a long-running caller keeps its connection between requests further apart than 5 s', async () => {
+    let connections = 0;
+    const count = () => (connections += 1);
+    h.app.server.on('connection', count);
+    try {
+      const agent = new HvsyncClient({ server: h.url, keepAlive: true });
+      const command = new HvsyncClient({ server: h.url });
+      await command.hosts();
+      await command.hosts();
+      assert.equal(connections, 2, 'a command opens a connection per request');
+      await agent.hosts();
+      // Longer than Node's default agent keeps an idle connection: an agent reports every 10 s.
+      await sleep(5_500);
+      await agent.hosts();
+      assert.equal(
+        connections,
+        3,
+        'the second request of the long-running caller reused its connection',
+      );
+    } finally {
+      h.app.server.off('connection', count);
+    }
   });
 });
