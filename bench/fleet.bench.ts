@@ -24,7 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import { HvsyncClient } from '../src/cli/client.ts';
 import { parseMetricsText, sumOf } from '../src/client/index.ts';
-import { AgentProcess, machineBusySeconds, postgresCpuSeconds, Replica } from './fleet/fleet.ts';
+import { AgentProcess, machineBusySeconds, postgresBackends, Replica } from './fleet/fleet.ts';
 import type { CommitSample, WorkerReport } from './fleet/messages.ts';
 import {
   envNumber,
@@ -32,8 +32,11 @@ import {
   processCpuSeconds,
   progress,
   round,
+  runQueueWait,
   summarize,
+  sumWaits,
 } from './service/support.ts';
+import type { RunQueueWait } from './service/support.ts';
 
 const HOSTS = envNumber('FLEET_HOSTS', 1000);
 const INSTANCES = envNumber('FLEET_INSTANCES', 100);
@@ -110,6 +113,8 @@ interface CpuReading {
   /** Lifecycle events the simulated hosts emitted so far. */
   readonly events: number;
   readonly machine: number;
+  /** Each part's main threads' wait for a CPU so far, by the names cpuShares gives them. */
+  readonly waits: Record<string, RunQueueWait | null>;
 }
 
 const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
@@ -144,17 +149,58 @@ async function reports(): Promise<WorkerReport[]> {
 
 async function cpuNow(): Promise<CpuReading> {
   const all = await reports();
+  const backends = postgresBackends(dbName);
+  const replicaWait = (i: number): RunQueueWait | null => {
+    const pid = replicas[i]!.pid;
+    return pid === undefined ? null : runQueueWait(pid);
+  };
   return {
     at: Date.now(),
     replicas: replicas.map((replica) =>
       replica.pid === undefined ? 0 : processCpuSeconds(replica.pid),
     ),
     agents: all.reduce((sum, report) => sum + report.cpuMs / 1000, 0),
-    postgres: postgresCpuSeconds(dbName),
+    postgres: backends.cpuSeconds,
     bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
     events: all.reduce((sum, report) => sum + report.events, 0),
     machine: machineBusySeconds(),
+    waits: {
+      'replica A': replicaWait(0),
+      'replica B': replicaWait(1),
+      [group.name]: sumWaits(all.map((report) => report.runQueue)),
+      postgres: backends.runQueue,
+    },
   };
+}
+
+/**
+ * How long each part's main threads waited for a CPU between two readings: in all (summed over
+ * its processes, per cent of the time between the readings) and per time put on a CPU.
+ */
+function waitsBetween(from: CpuReading, to: CpuReading): Record<string, RunQueueShare> {
+  const seconds = (to.at - from.at) / 1000;
+  const out: Record<string, RunQueueShare> = {};
+  for (const [name, before] of Object.entries(from.waits)) {
+    const after = to.waits[name];
+    if (before === null || after === null || after === undefined) continue;
+    const waited = after.waitSeconds - before.waitSeconds;
+    const runs = after.runs - before.runs;
+    // A process that ended between the readings (a PostgreSQL backend) takes its wait with it.
+    if (waited < 0 || runs <= 0) continue;
+    out[name] = { percent: (waited / seconds) * 100, perRunMs: (waited / runs) * 1000 };
+  }
+  return out;
+}
+
+interface RunQueueShare {
+  readonly percent: number;
+  readonly perRunMs: number;
+}
+
+function waitsLine(waits: Record<string, RunQueueShare>): string {
+  return Object.entries(waits)
+    .map(([name, w]) => `${name} ${fmt(w.percent, 0)}% (${fmt(w.perRunMs, 2)} ms a time)`)
+    .join(', ');
 }
 
 /** Per cent of one core each part used between two readings. */
@@ -290,6 +336,8 @@ interface PhaseResult {
   readonly replica: Record<keyof ReplicaTimes, number>;
   readonly get: ReturnType<typeof summarize>;
   readonly shares: Record<string, number>;
+  /** Each part's wait for a CPU over the window (see waitsBetween). */
+  readonly waits: Record<string, RunQueueShare>;
   readonly backlogAtEnd: number;
   readonly load: number;
   /** Mean event loop utilisation of the agent processes over the window. */
@@ -395,6 +443,7 @@ async function loadPhase(
     replica,
     get: summarize(getLatencies),
     shares: cpuShares(fromCpu, toCpu),
+    waits: waitsBetween(fromCpu, toCpu),
     backlogAtEnd: backlog,
     load: loadavg()[0]!,
     loopBusy: loopBusyAll.reduce((a, b) => a + b, 0) / Math.max(1, loopBusyAll.length),
@@ -424,6 +473,9 @@ async function loadPhase(
     `   CPU (% of one core): ${sharesLine(result.shares)}; ${group.name}' event loops ` +
       `${fmt(result.loopBusy * 100, 0)}% busy; load ${fmt(result.load)}`,
   );
+  if (Object.keys(result.waits).length > 0) {
+    say(`   waiting for a CPU (main threads): ${waitsLine(result.waits)}`);
+  }
   return result;
 }
 
@@ -608,6 +660,14 @@ try {
     ['agent CPU at rest per 100 instances', `${fmt(agentCpuPer100, 3)}% of a core`],
     ["agent RSS per 100 instances (processes' own base left out)", `${fmt(agentRssPer100, 2)} MiB`],
     ['load average (1 min) at the top rate', fmt(top.load)],
+    ...(Object.keys(low.waits).length === 0
+      ? []
+      : [
+          [
+            'waiting for a CPU at the low rate (main threads, % of the time; a wait each time put on a CPU)',
+            waitsLine(low.waits),
+          ] as [string, string],
+        ]),
     ...ceiling.map((phase): [string, string] => [
       `control plane alone, writes offered ${phase.offered}/s: committed/s; sent → other ` +
         'replica watch p50 / p99; GET p99',

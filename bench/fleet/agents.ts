@@ -11,6 +11,7 @@ import { HvsyncClient } from '../../src/cli/client.ts';
 import type { InstanceWrite, WriteResult } from '../../src/store/index.ts';
 import { SyncEngine } from '../../src/sync/index.ts';
 import { SimDriver, SimHypervisor } from '../../src/virt/index.ts';
+import { runQueueWait } from '../service/support.ts';
 import type { CommitSample, WorkerReport } from './messages.ts';
 import { serveParent } from './worker.ts';
 
@@ -108,6 +109,7 @@ function report(): WorkerReport {
   const out: WorkerReport = {
     loopBusy: loop.utilization,
     kind: 'report',
+    runQueue: runQueueWait('self'),
     agents: agents.length,
     cpuMs: (cpu.user + cpu.system) / 1000,
     rss: process.memoryUsage().rss,

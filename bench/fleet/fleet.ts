@@ -4,7 +4,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startServerProcess, type ServerProcess } from '../../test/support/server-process.ts';
-import { processCpuSeconds } from '../service/support.ts';
+import { processCpuSeconds, runQueueWait, sumWaits } from '../service/support.ts';
+import type { RunQueueWait } from '../service/support.ts';
 import type { FromParent, FromWorker, Reply, Request, WorkerReport } from './messages.ts';
 
 const tsxLoader = import.meta.resolve('tsx');
@@ -95,21 +96,27 @@ export class Replica {
 
 /**
  * CPU time of the PostgreSQL backends serving `database` (their process title names it),
- * seconds; the server's shared background processes serve everyone and are left out.
+ * seconds, and their wait for a CPU; the server's shared background processes serve everyone and
+ * are left out.
  */
-export function postgresCpuSeconds(database: string): number {
-  let total = 0;
+export function postgresBackends(database: string): {
+  cpuSeconds: number;
+  runQueue: RunQueueWait | null;
+} {
+  let cpuSeconds = 0;
+  const waits: (RunQueueWait | null)[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
       if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(` ${database} `)) continue;
-      total += processCpuSeconds(Number(entry));
+      cpuSeconds += processCpuSeconds(Number(entry));
+      waits.push(runQueueWait(Number(entry)));
     } catch {
       // The process ended while we looked.
     }
   }
-  return total;
+  return { cpuSeconds, runQueue: sumWaits(waits) };
 }
 
 /** CPU seconds every core of the machine spent busy since boot (/proc/stat), whoever used them. */

@@ -1,4 +1,5 @@
 // What the fleet benchmark's parent and its agent processes say to each other over IPC.
+import type { RunQueueWait } from '../service/support.ts';
 
 /**
  * uuid, record version the control plane gave the commit, the event's observedAt, the power state
@@ -37,6 +38,8 @@ export type WorkerReport = {
   readonly reachable: number;
   /** Lifecycle events the simulated hypervisors emitted, since they started. */
   readonly events: number;
+  /** The event loop thread's wait for a CPU since the process started (see runQueueWait). */
+  readonly runQueue: RunQueueWait | null;
   /** Event loop utilisation since the previous report, 0..1. */
   readonly loopBusy: number;
   /** Samples since the last report. */

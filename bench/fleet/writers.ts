@@ -9,6 +9,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { HvsyncClient } from '../../src/cli/client.ts';
 import type { ApiAgentWrite } from '../../src/server/index.ts';
 import { instanceFields } from '../../test/support/records.ts';
+import { runQueueWait } from '../service/support.ts';
 import type { CommitSample, WorkerReport } from './messages.ts';
 import { serveParent } from './worker.ts';
 
@@ -196,6 +197,7 @@ function report(): WorkerReport {
   elu = performance.eventLoopUtilization();
   const out: WorkerReport = {
     kind: 'report',
+    runQueue: runQueueWait('self'),
     agents: hosts.length,
     cpuMs: (cpu.user + cpu.system) / 1000,
     rss: process.memoryUsage().rss,

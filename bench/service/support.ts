@@ -253,6 +253,36 @@ export function findLibvirtdPid(): number | null {
   return null;
 }
 
+/**
+ * How long a process's main thread (for Node, its event loop) has waited runnable for a CPU, and
+ * how many times it was put on one (/proc/<pid>/schedstat), since it started; null where the
+ * kernel does not tell. On a machine with fewer cores than busy processes, every hop of a
+ * request from one process to the next pays such a wait.
+ */
+export interface RunQueueWait {
+  readonly waitSeconds: number;
+  readonly runs: number;
+}
+
+export function runQueueWait(pid: number | 'self'): RunQueueWait | null {
+  try {
+    const [, wait, runs] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/);
+    return { waitSeconds: Number(wait) / 1e9, runs: Number(runs) };
+  } catch {
+    return null;
+  }
+}
+
+/** The sum of several processes' waits; null when none could be read. */
+export function sumWaits(waits: readonly (RunQueueWait | null)[]): RunQueueWait | null {
+  const known = waits.filter((w): w is RunQueueWait => w !== null);
+  if (known.length === 0) return null;
+  return {
+    waitSeconds: known.reduce((sum, w) => sum + w.waitSeconds, 0),
+    runs: known.reduce((sum, w) => sum + w.runs, 0),
+  };
+}
+
 /** User plus system CPU seconds a process has used so far (utime + stime of /proc/<pid>/stat). */
 export function processCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
