@@ -164,6 +164,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     cacheMs: options.credentialCacheMs,
     now: options.now,
   });
+  app.addHook('onClose', async () => authenticator.close());
   if (authenticator.required) markAuthenticated(app);
   if (options.tls !== undefined) markTls(app);
 

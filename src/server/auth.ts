@@ -39,10 +39,17 @@ export function tokenHash(token: string): string {
 }
 
 /**
- * How long a looked-up credential is believed without asking the store again: a token revoked
- * on another replica stops working here within this time.
+ * How long a looked-up credential is believed without asking the store again, where the store
+ * cannot announce revocations: a token revoked by another process stops working here within
+ * this time.
  */
 export const CREDENTIAL_CACHE_MS = 5_000;
+/**
+ * The same where revocations are announced (PostgreSQL): each one empties the cache, so this is
+ * only the bound for one not heard while the announcing connection was down and coming back.
+ * An agent reporting every 10 s is looked up once a minute rather than on every request.
+ */
+export const ANNOUNCED_CREDENTIAL_CACHE_MS = 60_000;
 /** Credentials cached at most; past it the cache starts afresh (bounded memory, whatever comes). */
 const MAX_CACHED = 10_000;
 
@@ -50,8 +57,10 @@ export interface AuthenticatorOptions {
   /** The admin token; without it a request with no token is the admin (loopback only). */
   readonly adminToken?: string;
   /** Where host and reader tokens are looked up; without it only the admin token exists. */
-  readonly credentials?: Pick<CredentialStore, 'findCredential'>;
+  readonly credentials?: Pick<CredentialStore, 'findCredential' | 'watchRevocations'>;
+  /** How long a lookup is believed: CREDENTIAL_CACHE_MS, or ANNOUNCED_… while revocations are heard. */
   readonly cacheMs?: number;
+  readonly announcedCacheMs?: number;
   readonly now?: () => number;
 }
 
@@ -64,8 +73,12 @@ export class Authenticator {
   /** True when requests must carry a token: the server has an admin token. */
   readonly required: boolean;
   private readonly admin: Buffer | null;
-  private readonly credentials: Pick<CredentialStore, 'findCredential'> | null;
+  private readonly credentials: Pick<CredentialStore, 'findCredential' | 'watchRevocations'> | null;
   private readonly cacheMs: number;
+  private readonly announcedCacheMs: number;
+  /** True while the store announces revocations to this replica (see watchRevocations). */
+  private heard = false;
+  private readonly unwatch: () => void;
   private readonly now: () => number;
   private readonly cache = new Map<string, Cached>();
 
@@ -74,7 +87,18 @@ export class Authenticator {
     this.required = this.admin !== null;
     this.credentials = options.credentials ?? null;
     this.cacheMs = options.cacheMs ?? CREDENTIAL_CACHE_MS;
+    this.announcedCacheMs = options.announcedCacheMs ?? ANNOUNCED_CREDENTIAL_CACHE_MS;
     this.now = options.now ?? Date.now;
+    this.unwatch =
+      this.credentials?.watchRevocations?.((heard) => {
+        this.heard = heard;
+        this.forget();
+      }) ?? (() => {});
+  }
+
+  /** Stops hearing revocations. */
+  close(): void {
+    this.unwatch();
   }
 
   async authenticate(authorization: string | undefined): Promise<Authentication> {
@@ -122,7 +146,7 @@ export class Authenticator {
     if (this.cache.size >= MAX_CACHED) this.cache.clear();
     // Requests arriving together with one token share one lookup.
     const lookup = this.credentials!.findCredential(hash);
-    const entry = { lookup, until: now + this.cacheMs };
+    const entry = { lookup, until: now + (this.heard ? this.announcedCacheMs : this.cacheMs) };
     this.cache.set(hash, entry);
     lookup.then(
       // Unknown tokens are not kept: a flood of wrong ones must not fill the cache.

@@ -68,6 +68,13 @@ export interface CredentialStore {
   findCredential(tokenHash: string): Promise<CredentialRecord | null>;
   /** Every credential, valid and revoked, by kind, name, then newest first. */
   listCredentials(): Promise<CredentialRecord[]>;
+  /**
+   * Where the store can announce revocations made by any process on its database: `listener` is
+   * called with true on each (and when hearing them starts again, as news may have been missed),
+   * with false while they cannot be heard. Absent where the store cannot: a looked-up credential
+   * is then believed a short while only.
+   */
+  watchRevocations?(listener: (heard: boolean) => void): () => void;
 }
 
 /** Both ports plus what only the process that opened the store does with it. */

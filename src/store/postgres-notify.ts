@@ -13,8 +13,17 @@ import { snapshotRecord } from './sqlite-rows.ts';
  * for its own. A schema's name can be as long as a channel's, hence its hash.
  */
 export function changesChannel(schema: string | undefined): string {
-  if (schema === undefined) return 'hvsync_changes';
-  return `hvsync_changes_${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
+  return schemaChannel('hvsync_changes', schema);
+}
+
+/** The channel a revocation of a host or reader token is announced on (see postgres-credentials.ts). */
+export function revocationsChannel(schema: string | undefined): string {
+  return schemaChannel('hvsync_revocations', schema);
+}
+
+function schemaChannel(base: string, schema: string | undefined): string {
+  if (schema === undefined) return base;
+  return `${base}_${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
 }
 
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (and the transaction with it). */

@@ -23,13 +23,13 @@ import {
 import type { ChangeListener } from './common.ts';
 import { Emitter } from '../lib/index.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
-import { changesChannel, changesOfPayload } from './postgres-notify.ts';
+import { changesChannel, changesOfPayload, revocationsChannel } from './postgres-notify.ts';
 import { commitIsolated, commitPipelined, WriteFailure } from './postgres-commit.ts';
 import type { Outcome } from './postgres-commit.ts';
 import { ensureSchema, migratePostgres } from './postgres-schema.ts';
 import { instanceFromRow, snapshotRecord, transitionFromRow } from './sqlite-rows.ts';
 import type { InstanceRow, TransitionRow } from './sqlite-rows.ts';
-import type { CredentialStore, Store } from './ports.ts';
+import type { Store } from './ports.ts';
 import { StoreError } from './types.ts';
 import type {
   ChangeRecord,
@@ -157,7 +157,7 @@ export class PostgresStore implements Store {
   private readonly onFeedError: (error: unknown) => void;
   private readonly writeHealth: WriteHealth;
   private readonly onCommit: StoreOptions['onCommit'];
-  readonly credentials: CredentialStore;
+  readonly credentials: PostgresCredentials;
 
   private queue: PendingWrite[] = [];
   private flushHandle: NodeJS.Immediate | null = null;
@@ -198,7 +198,12 @@ export class PostgresStore implements Store {
     this.writeHealth = new WriteHealth(options.onWriteHealth);
     this.onCommit = options.onCommit;
     this.deliveredUpTo = latestRevision;
-    this.credentials = new PostgresCredentials(sql, (query) => this.read(query), this.now);
+    this.credentials = new PostgresCredentials(
+      sql,
+      (query) => this.read(query),
+      this.now,
+      revocationsChannel(options.schema),
+    );
   }
 
   get stats(): StoreStats {
@@ -371,6 +376,7 @@ export class PostgresStore implements Store {
     }
     await this.delivery;
     this.listeners.clear();
+    this.credentials.close();
     await Promise.all([this.sql.end({ timeout: 5 }), this.writer.end({ timeout: 5 })]);
   }
 

@@ -1,6 +1,6 @@
 // Host tokens across `hvsync server` replicas on one PostgreSQL database, as a user runs them: a
 // token issued straight in the database works on every replica, one replica serving HTTPS; a
-// token revoked through one replica's admin API is refused by the other within its cache time.
+// token revoked through one replica's admin API is refused by the other once it hears of it.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,8 +85,8 @@ describePostgres('host tokens on hvsync server replicas', (database) => {
     assert.equal(revoked.name, 'host-a');
     await refusedWith(onPlain.listInstances({ host: 'host-a' }), 403, /was revoked/);
 
-    // The other replica believed the token for at most CREDENTIAL_CACHE_MS; well past that, it
-    // must refuse it too.
+    // The other replica hears of the revocation (a NOTIFY) and forgets what it looked up; were it
+    // not told, it would still refuse it once CREDENTIAL_CACHE_MS had passed.
     const deadline = Date.now() + CREDENTIAL_CACHE_MS * 3;
     let answer: unknown;
     for (;;) {

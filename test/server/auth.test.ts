@@ -7,28 +7,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import { buildServer, listen } from '../../src/server/index.ts';
-import { openSqliteStore } from '../../src/store/index.ts';
+import { ActionRejected, buildServer, listen } from '../../src/server/index.ts';
+import { openPostgresStore, openSqliteStore } from '../../src/store/index.ts';
 import type { InstanceWrite, NewTransition, SqliteStore } from '../../src/store/index.ts';
 import { FakeActions, FakeReadiness, create, errorOf, fields, uuidOf, waitFor } from './harness.ts';
 import type { Harness, Reply } from './harness.ts';
 import { call as callHarness } from './harness.ts';
+import { describePostgres, freshSchema } from '../support/postgres.ts';
 
 const ADMIN = 'admin-secret';
 
 interface Replica {
   readonly url: string;
+  close(): Promise<void>;
+}
+
+interface SqliteReplica extends Replica {
   readonly app: FastifyInstance;
   readonly store: SqliteStore;
   readonly actions: FakeActions;
-  close(): Promise<void>;
 }
 
 /** A server as `hvsync server` builds it, with the agents' routes: a refused write refuses the request. */
 async function startReplica(
   path: string,
   options: { token?: string; now?: () => number } = {},
-): Promise<Replica> {
+): Promise<SqliteReplica> {
   const store = await openSqliteStore(path, { exclusive: false });
   const actions = new FakeActions(store);
   const app = buildServer({
@@ -98,7 +102,7 @@ let files = 0;
 const freshPath = () => join(dir, `auth-${(files += 1)}.db`);
 
 describe('tokens and what each may do', () => {
-  let server: Replica;
+  let server: SqliteReplica;
   let reader: string;
   let hostA: string;
   let hostB: string;
@@ -524,6 +528,54 @@ test('a token revoked on one replica stops working on another once its cache tim
     await b.close();
     await a.close();
   }
+});
+
+describePostgres('host tokens on replicas over PostgreSQL', (database) => {
+  async function postgresReplica(schema: string, credentialCacheMs?: number): Promise<Replica> {
+    const store = await openPostgresStore(database.url, { schema });
+    const app = buildServer({
+      store,
+      actions: {
+        submit: () => Promise.reject(new ActionRejected('unavailable', 'no hypervisor here')),
+      },
+      readiness: new FakeReadiness(),
+      registry: new Registry(),
+      token: ADMIN,
+      credentials: store.credentials,
+      agents: store,
+      credentialCacheMs,
+    });
+    const { url } = await listen(app, '127.0.0.1:0');
+    return {
+      url,
+      async close() {
+        await app.close();
+        await store.close();
+      },
+    };
+  }
+
+  test('a token revoked on one replica is refused by the other as soon as the revocation is announced', async () => {
+    const schema = freshSchema();
+    const a = await postgresReplica(schema);
+    // Were the revocation not announced, B would believe what it looked up for ten minutes.
+    const b = await postgresReplica(schema, 600_000);
+    try {
+      const token = await issue(a, '/v1/hosts/host-a/token');
+      assert.equal((await call(b, '/v1/instances?host=host-a', token)).status, 200);
+      const revoked = await call(a, '/v1/hosts/host-a/token', ADMIN, { method: 'DELETE' });
+      assert.equal(revoked.status, 200, revoked.text);
+      await waitFor(
+        'replica B to refuse the revoked token',
+        async () => (await call(b, '/v1/instances?host=host-a', token)).status !== 200,
+        30_000,
+      );
+      forbidden(await call(b, '/v1/instances?host=host-a', token), /was revoked/);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
 });
 
 test('without an admin token (loopback) a request without a token is the admin, a host token is still a host', async () => {

@@ -18,6 +18,7 @@ import type { ChangeRecord } from '../../src/store/index.ts';
 import { PG_MIGRATIONS, migratePostgres } from '../../src/store/postgres-schema.ts';
 import { changesChannel } from '../../src/store/postgres-notify.ts';
 
+import { waitFor } from '../server/harness.ts';
 import { describePostgres, freshSchema } from '../support/postgres.ts';
 import { create, ok, rejectsWithCode, storeContract, update, uuidOf } from './contract.ts';
 
@@ -285,6 +286,43 @@ describePostgres('PostgresStore', (database) => {
       [uuidOf(1), uuidOf(2)],
     );
     await Promise.all([mine.close(), other.close(), theirs.close()]);
+  });
+
+  test("a revocation is announced to every store on the schema, and to no other schema's", async () => {
+    const [schema, otherSchema] = [freshSchema(), freshSchema()];
+    const revoking = await openPostgresStore(database.url, { schema });
+    const watching = await openPostgresStore(database.url, { schema });
+    const elsewhere = await openPostgresStore(database.url, { schema: otherSchema });
+    const heard: boolean[] = [];
+    const heardElsewhere: boolean[] = [];
+    watching.credentials.watchRevocations((h) => heard.push(h));
+    elsewhere.credentials.watchRevocations((h) => heardElsewhere.push(h));
+    // Told once when listening starts: what was revoked before could not be heard.
+    await waitFor('listening', () => heard.length === 1 && heardElsewhere.length === 1);
+    const hash = (c: string) => c.repeat(64);
+    const { credentials } = revoking;
+    assert.ok(
+      (await credentials.addCredential({ kind: 'host', name: 'a', tokenHash: hash('a') })).ok,
+    );
+    assert.ok((await credentials.revokeCredential('host', 'a')) !== null);
+    await waitFor('the revocation', () => heard.length === 2);
+    // Replacing a token revokes the one it replaces.
+    await credentials.addCredential({ kind: 'reader', name: 'b', tokenHash: hash('b') });
+    await credentials.addCredential({
+      kind: 'reader',
+      name: 'b',
+      tokenHash: hash('c'),
+      replace: true,
+    });
+    await waitFor('the replacement', () => heard.length === 3);
+    // Nothing revoked, nothing announced: the next thing heard is the next revocation.
+    assert.equal(await credentials.revokeCredential('host', 'a'), null);
+    assert.ok((await credentials.revokeCredential('reader', 'b')) !== null);
+    await waitFor('the last revocation', () => heard.length >= 4);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(heard, [true, true, true, true]);
+    assert.deepEqual(heardElsewhere, [true]);
+    await Promise.all([revoking.close(), watching.close(), elsewhere.close()]);
   });
 
   test('a NOTIFY that carries changes is taken as it comes; one that cannot be read, or skips revisions, sends the store to the log', async () => {
