@@ -21,8 +21,8 @@ import {
   WriteHealth,
 } from './common.ts';
 import type { ChangeListener } from './common.ts';
-import { Emitter } from '../lib/index.ts';
 import { PostgresCredentials } from './postgres-credentials.ts';
+import { ChangeFeed } from './postgres-feed.ts';
 import { changesChannel, changesOfPayload, revocationsChannel } from './postgres-notify.ts';
 import { commitIsolated, commitPipelined, WriteFailure } from './postgres-commit.ts';
 import type { Outcome } from './postgres-commit.ts';
@@ -164,13 +164,8 @@ export class PostgresStore implements Store {
   /** The batch being committed; one at a time, so local commits are delivered in order. */
   private flushing: Promise<void> | null = null;
   private closed = false;
-  private readonly listeners: Emitter<[readonly ChangeRecord[]]>;
+  private readonly feed: ChangeFeed;
   private listening: Promise<unknown> | null = null;
-  /** Serializes deliveries: local commits and catch-ups after other processes' notifications. */
-  private delivery: Promise<void> = Promise.resolve();
-  private catchUpWaiting = false;
-  /** Highest revision handed to listeners (or committed before they could care). */
-  private deliveredUpTo: number;
   private readonly counters = {
     commits: 0,
     writes: 0,
@@ -178,7 +173,6 @@ export class PostgresStore implements Store {
     failed: 0,
     retried: 0,
     pruned: 0,
-    listenerErrors: 0,
   };
 
   constructor(
@@ -193,11 +187,16 @@ export class PostgresStore implements Store {
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
     this.channel = changesChannel(options.schema);
     this.now = options.now ?? Date.now;
-    this.listeners = new Emitter(options.onListenerError);
+    this.feed = new ChangeFeed({
+      latestRevision,
+      readLog: async (since) => (await this.changesPage(since, CHANGES_PAGE.cap)).changes,
+      pageSize: CHANGES_PAGE.cap,
+      onListenerError: options.onListenerError,
+      onFeedError: (error) => this.onFeedError(error),
+    });
     this.onFeedError = options.onFeedError ?? (() => {});
     this.writeHealth = new WriteHealth(options.onWriteHealth);
     this.onCommit = options.onCommit;
-    this.deliveredUpTo = latestRevision;
     this.credentials = new PostgresCredentials(
       sql,
       (query) => this.read(query),
@@ -207,7 +206,11 @@ export class PostgresStore implements Store {
   }
 
   get stats(): StoreStats {
-    return { ...this.counters, commitFailures: this.writeHealth.failures };
+    return {
+      ...this.counters,
+      listenerErrors: this.feed.listenerErrors,
+      commitFailures: this.writeHealth.failures,
+    };
   }
 
   /** Why writes cannot commit right now, or null while they do. */
@@ -317,12 +320,12 @@ export class PostgresStore implements Store {
    */
   subscribe(listener: ChangeListener): () => void {
     if (this.closed) throw closedError();
-    const unsubscribe = this.listeners.on(listener);
+    const unsubscribe = this.feed.on(listener);
     this.listening ??= this.sql
       .listen(
         this.channel,
-        (payload) => this.notified(payload),
-        () => this.catchUp(),
+        (payload) => this.feed.notified(changesOfPayload(payload)),
+        () => this.feed.catchUp(),
       )
       .catch((error: unknown) => {
         this.listening = null;
@@ -374,8 +377,7 @@ export class PostgresStore implements Store {
       if (this.flushing !== null) await this.flushing;
       else await this.flushOnce();
     }
-    await this.delivery;
-    this.listeners.clear();
+    await this.feed.close();
     this.credentials.close();
     await Promise.all([this.sql.end({ timeout: 5 }), this.writer.end({ timeout: 5 })]);
   }
@@ -438,7 +440,7 @@ export class PostgresStore implements Store {
     for (const outcome of outcomes) {
       if ('change' in outcome && outcome.change !== null) changes.push(outcome.change);
     }
-    if (changes.length > 0) await this.deliverLocal(changes);
+    if (changes.length > 0) await this.feed.committed(changes);
     outcomes.forEach((outcome, i) => {
       const pending = batch[i]!;
       if ('error' in outcome) {
@@ -472,8 +474,8 @@ export class PostgresStore implements Store {
     // bound is judged from the latest revision known and the batch's size, at most one batch late.
     const due = pruneCutoff(
       this.oldestKept,
-      this.deliveredUpTo + 1,
-      this.deliveredUpTo + writes.length,
+      this.feed.latest + 1,
+      this.feed.latest + writes.length,
       this.maxChanges,
     );
     const keep = due === null ? null : retainedChanges(this.maxChanges);
@@ -491,75 +493,6 @@ export class PostgresStore implements Store {
       this.oldestKept = first.change?.revision ?? null;
     }
     return outcomes;
-  }
-
-  /** Hands a local commit to listeners, after any other process's commits that came before it. */
-  private deliverLocal(changes: readonly ChangeRecord[]): Promise<void> {
-    const first = changes[0]!.revision;
-    this.delivery = this.delivery.then(async () => {
-      if (this.listeners.size > 0 && this.deliveredUpTo < first - 1) {
-        await this.readAndDeliver(first - 1);
-      }
-      const fresh = changes.filter((c) => c.revision > this.deliveredUpTo);
-      this.deliveredUpTo = Math.max(this.deliveredUpTo, changes[changes.length - 1]!.revision);
-      if (fresh.length > 0) this.notify(fresh);
-    });
-    return this.delivery;
-  }
-
-  /**
-   * A commit's NOTIFY (another process's, or this one's own come back): its changes are handed
-   * on as they came when they follow what listeners have had; otherwise, or when it carries only
-   * a revision, the log is read.
-   */
-  private notified(payload: string): void {
-    if (this.closed) return;
-    const carried = changesOfPayload(payload);
-    if (carried === null) {
-      this.catchUp();
-      return;
-    }
-    this.delivery = this.delivery.then(() => {
-      const fresh = carried.filter((c) => c.revision > this.deliveredUpTo);
-      if (fresh.length === 0) return;
-      if (fresh[0]!.revision !== this.deliveredUpTo + 1) {
-        return this.readAndDeliver(Number.MAX_SAFE_INTEGER);
-      }
-      this.deliveredUpTo = fresh[fresh.length - 1]!.revision;
-      this.notify(fresh);
-    });
-  }
-
-  /** Reads what listeners have not had yet from the log (a lost or bare notification, a gap). */
-  private catchUp(): void {
-    // One read waiting is enough however many notifications arrive meanwhile: it reads them all.
-    if (this.closed || this.catchUpWaiting) return;
-    this.catchUpWaiting = true;
-    this.delivery = this.delivery.then(() => {
-      this.catchUpWaiting = false;
-      return this.readAndDeliver(Number.MAX_SAFE_INTEGER);
-    });
-  }
-
-  private async readAndDeliver(upTo: number): Promise<void> {
-    try {
-      for (;;) {
-        const page = await this.changesPage(this.deliveredUpTo, CHANGES_PAGE.cap);
-        const changes = page.changes.filter((c) => c.revision <= upTo);
-        if (changes.length === 0) return;
-        this.deliveredUpTo = changes[changes.length - 1]!.revision;
-        this.notify(changes);
-        if (changes.length < page.changes.length || page.changes.length < CHANGES_PAGE.cap) {
-          return;
-        }
-      }
-    } catch (error) {
-      this.onFeedError(error);
-    }
-  }
-
-  private notify(changes: readonly ChangeRecord[]): void {
-    this.counters.listenerErrors += this.listeners.emit(changes);
   }
 }
 
