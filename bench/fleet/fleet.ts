@@ -24,9 +24,13 @@ export class AgentProcess {
   private nextId = 0;
   private readonly ready: Promise<void>;
 
-  constructor(kind: keyof typeof workerFiles = 'agents') {
+  /** `nice` above 0 starts the process under nice(1), every thread of it at that niceness. */
+  constructor(kind: keyof typeof workerFiles = 'agents', nice = 0) {
+    const loader = ['--import', tsxLoader];
     this.child = fork(workerFiles[kind], [], {
-      execArgv: ['--import', tsxLoader],
+      ...(nice > 0
+        ? { execPath: 'nice', execArgv: ['-n', String(nice), process.execPath, ...loader] }
+        : { execArgv: loader }),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let readyResolve!: () => void;
