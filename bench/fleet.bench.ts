@@ -18,6 +18,8 @@
 //   FLEET_CEILING_RATES=2500,5000,7500     writer-only rates for the ceiling ('' skips it)
 //   FLEET_WRITER_PROCESSES=2               processes the writer-only hosts are spread over
 //   FLEET_AGENT_NICE=0                     the agent processes' nice value (0..19; see the README)
+//   FLEET_PROBE_HOSTS=10 FLEET_PROBE_RATE=1  hosts with an agent process each, as deployed, and
+//                                          their operations/s each (0 hosts: none)
 //   FLEET_GET_EVERY_MS=20                  pause between the GETs that measure the API's latency
 //   HVSYNC_BENCH_PG=postgres://user@host:port/db names the server (default: the local one)
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -118,6 +120,7 @@ interface CpuReading {
   readonly at: number;
   readonly replicas: number[];
   readonly agents: number;
+  readonly probes: number;
   readonly postgres: number;
   readonly bench: number;
   /** Lifecycle events the simulated hosts emitted so far. */
@@ -144,6 +147,24 @@ const replicaArgs = [
 ];
 const replicas = [new Replica(replicaArgs), new Replica(replicaArgs)];
 const workers = Array.from({ length: PROCESSES }, () => new AgentProcess('agents', AGENT_NICE));
+// A few more hosts, each with an agent process of its own at the default priority, as on a real
+// host (its event loop its own), the fleet behind them: their events are timed apart, every one.
+const PROBE_HOSTS = Math.round(envNumber('FLEET_PROBE_HOSTS', 10));
+const PROBE_RATE = envNumber('FLEET_PROBE_RATE', 1);
+const probes = Array.from({ length: PROBE_HOSTS }, () => new AgentProcess('agents'));
+/** Commit samples the probe hosts handed over, for the phase under way. */
+let probeCollected: CommitSample[] = [];
+
+async function probeReports(): Promise<WorkerReport[]> {
+  const all = await Promise.all(probes.map((probe) => probe.report()));
+  for (const report of all) for (const sample of report.samples) probeCollected.push(sample);
+  return all;
+}
+
+async function setProbeRate(perHost: number): Promise<void> {
+  const tickMs = perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
+  await Promise.all(probes.map((probe) => probe.ask({ kind: 'rate', perHost, tickMs })));
+}
 const writers: AgentProcess[] = [];
 /** The processes the phase under way loads and reads: the agents, or the writer-only hosts. */
 let group = { name: 'agents', processes: workers };
@@ -159,6 +180,7 @@ async function reports(): Promise<WorkerReport[]> {
 
 async function cpuNow(): Promise<CpuReading> {
   const all = await reports();
+  const probed = await probeReports();
   const backends = postgresBackends(dbName);
   const replicaWait = (i: number): RunQueueWait | null => {
     const pid = replicas[i]!.pid;
@@ -170,6 +192,7 @@ async function cpuNow(): Promise<CpuReading> {
       replica.pid === undefined ? 0 : processCpuSeconds(replica.pid),
     ),
     agents: all.reduce((sum, report) => sum + report.cpuMs / 1000, 0),
+    probes: probed.reduce((sum, report) => sum + report.cpuMs / 1000, 0),
     postgres: backends.cpuSeconds,
     bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
     events: all.reduce((sum, report) => sum + report.events, 0),
@@ -221,12 +244,14 @@ function cpuShares(from: CpuReading, to: CpuReading): Record<string, number> {
     to.replicas.reduce((a, b) => a + b, 0) -
     from.replicas.reduce((a, b) => a + b, 0) +
     (to.agents - from.agents) +
+    (to.probes - from.probes) +
     (to.postgres - from.postgres) +
     (to.bench - from.bench);
   return {
     'replica A': share(from.replicas[0]!, to.replicas[0]!),
     'replica B': share(from.replicas[1]!, to.replicas[1]!),
     [group.name]: share(from.agents, to.agents),
+    ...(PROBE_HOSTS > 0 ? { 'probe hosts': share(from.probes, to.probes) } : {}),
     postgres: share(from.postgres, to.postgres),
     'bench (watchers, GETs)': share(from.bench, to.bench),
     "the machine's other work": share(ours, to.machine - from.machine),
@@ -326,11 +351,9 @@ async function setRate(opsPerSecond: number): Promise<void> {
   await Promise.all(group.processes.map((worker) => worker.ask({ kind: 'rate', perHost, tickMs })));
 }
 
-interface PhaseResult {
-  readonly name: string;
-  readonly offered: number;
-  readonly committedPerSecond: number;
-  readonly eventsPerSecond: number;
+/** Sampled commits matched with the other replica's watch (see CommitSample). */
+interface Matched {
+  /** Event → the commit's event on the watch of the replica the agent did not write to. */
   readonly latency: ReturnType<typeof summarize>;
   /**
    * The same, apart: events that came while nothing of their instance was unanswered, and events
@@ -342,6 +365,48 @@ interface PhaseResult {
   readonly acked: ReturnType<typeof summarize>;
   readonly afterAck: ReturnType<typeof summarize>;
   readonly unmatched: number;
+}
+
+function matchSamples(
+  samples: readonly CommitSample[],
+  from: number,
+  watchers: readonly Watcher[],
+): Matched {
+  const latencies: number[] = [];
+  const alone: number[] = [];
+  const queued: number[] = [];
+  const acked: number[] = [];
+  const afterAck: number[] = [];
+  let unmatched = 0;
+  for (const [uuid, version, observedAt, , wroteTo, ackedAt, behind] of samples) {
+    if (observedAt < from) continue;
+    const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
+    if (seen === undefined) {
+      unmatched += 1;
+      continue;
+    }
+    latencies.push(seen - observedAt);
+    (behind ? queued : alone).push(seen - observedAt);
+    acked.push(ackedAt - observedAt);
+    afterAck.push(seen - ackedAt);
+  }
+  return {
+    latency: summarize(latencies),
+    alone: summarize(alone),
+    queued: summarize(queued),
+    acked: summarize(acked),
+    afterAck: summarize(afterAck),
+    unmatched,
+  };
+}
+
+interface PhaseResult extends Matched {
+  readonly name: string;
+  readonly offered: number;
+  readonly committedPerSecond: number;
+  readonly eventsPerSecond: number;
+  /** Event → other replica's watch for the probe hosts' events; null without probe hosts. */
+  readonly probe: Matched | null;
   /** The replicas' means: a writes request, a write's wait for its transaction, a commit. */
   readonly replica: Record<keyof ReplicaTimes, number>;
   readonly get: ReturnType<typeof summarize>;
@@ -363,7 +428,10 @@ async function loadPhase(
 ): Promise<PhaseResult> {
   const getClient = replicaClients[1]!;
   say(`-- ${name}: ${rate} operations/s for ${SECONDS} s`);
+  // The probe hosts run beside the agents, not beside the writer-only hosts of the ceiling.
+  const probing = PROBE_HOSTS > 0 && group.processes === workers;
   await setRate(rate);
+  if (probing) await setProbeRate(PROBE_RATE);
   await sleep(WARMUP_SECONDS * 1000);
   for (const watcher of watchers) {
     watcher.received.clear();
@@ -372,6 +440,7 @@ async function loadPhase(
   const fromCpu = await cpuNow();
   const fromTimes = await replicaTimes(replicaClients);
   collected = [];
+  probeCollected = [];
   const fromRevisions = watchers[1]!.revisions;
   const getLatencies: number[] = [];
   let running = true;
@@ -409,33 +478,18 @@ async function loadPhase(
   running = false;
   await getter;
   await setRate(0);
+  if (probing) await setProbeRate(0);
   await sleep(2_000); // let the last commits reach the watchers
   const all = await reports();
+  await probeReports();
   const backlog = all.reduce((sum, report) => sum + report.backlog, 0);
   for (const watcher of watchers) watcher.recording = false;
   // Samples: taken by the agents from commits they made while the watchers were recording.
   const samples = collected;
   collected = [];
-  const latencies: number[] = [];
-  const alone: number[] = [];
-  const queued: number[] = [];
-  let unmatched = 0;
-  // Where the time goes: event → the agent has the control plane's answer, and answer → the
-  // other replica's watch.
-  const acked: number[] = [];
-  const afterAck: number[] = [];
-  for (const [uuid, version, observedAt, , wroteTo, ackedAt, behind] of samples) {
-    if (observedAt < fromCpu.at) continue;
-    const seen = watchers[1 - wroteTo]!.received.get(`${uuid}/${version}`);
-    if (seen === undefined) {
-      unmatched += 1;
-      continue;
-    }
-    latencies.push(seen - observedAt);
-    (behind ? queued : alone).push(seen - observedAt);
-    acked.push(ackedAt - observedAt);
-    afterAck.push(seen - ackedAt);
-  }
+  const matched = matchSamples(samples, fromCpu.at, watchers);
+  const probe = probing ? matchSamples(probeCollected, fromCpu.at, watchers) : null;
+  probeCollected = [];
   for (const watcher of watchers) watcher.received.clear();
   const catchUp = await drained(`${name}, catching up`, 300_000);
   say(`   backlog at the end of the phase: ${backlog} observations, sent ${fmt(catchUp)} s later`);
@@ -444,12 +498,8 @@ async function loadPhase(
     offered: rate,
     committedPerSecond: committed / ((toCpu.at - fromCpu.at) / 1000),
     eventsPerSecond: (toCpu.events - fromCpu.events) / ((toCpu.at - fromCpu.at) / 1000),
-    latency: summarize(latencies),
-    alone: summarize(alone),
-    queued: summarize(queued),
-    acked: summarize(acked),
-    afterAck: summarize(afterAck),
-    unmatched,
+    ...matched,
+    probe,
     replica,
     get: summarize(getLatencies),
     shares: cpuShares(fromCpu, toCpu),
@@ -462,7 +512,7 @@ async function loadPhase(
     `   hypervisor events ${fmt(result.eventsPerSecond, 0)}/s, ` +
       `committed ${fmt(result.committedPerSecond, 0)}/s; event → other replica's watch ` +
       `p50 ${fmt(result.latency.p50)} ms p99 ${fmt(result.latency.p99)} ms ` +
-      `(${result.latency.n} samples, ${unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms (${result.get.n} GETs)`,
+      `(${result.latency.n} samples, ${result.unmatched} unmatched); GET p99 ${fmt(result.get.p99)} ms (${result.get.n} GETs)`,
   );
   say(
     `   events alone on their instance p50 ${fmt(result.alone.p50)} ms p99 ` +
@@ -474,6 +524,14 @@ async function loadPhase(
       `${fmt(result.acked.p99)} ms, answer → other replica's watch p50 ` +
       `${fmt(result.afterAck.p50)} ms p99 ${fmt(result.afterAck.p99)} ms`,
   );
+  if (probe !== null) {
+    say(
+      `   probe hosts (${PROBE_HOSTS}, an agent process each, ${PROBE_RATE} operations/s each): ` +
+        `event → other replica's watch p50 ${fmt(probe.latency.p50)} ms p99 ` +
+        `${fmt(probe.latency.p99)} ms (${probe.latency.n} events, ${probe.unmatched} unmatched); ` +
+        `event → answer p50 ${fmt(probe.acked.p50)} ms p99 ${fmt(probe.acked.p99)} ms`,
+    );
+  }
   say(
     `   at the replicas, means: a writes request ${fmt(replica.request)} ms, of which each write ` +
       `waited ${fmt(replica.queued)} ms for its transaction, which committed in ` +
@@ -507,7 +565,8 @@ try {
   const baseRss = (await reports()).reduce((sum, report) => sum + report.rss, 0);
 
   const hostNames = Array.from({ length: HOSTS }, (_, i) => `fleet-${String(i).padStart(5, '0')}`);
-  const hostTokens = await issueHostTokens(clients[0]!, hostNames);
+  const probeNames = probes.map((_, i) => `probe-${String(i).padStart(3, '0')}`);
+  const hostTokens = await issueHostTokens(clients[0]!, [...hostNames, ...probeNames]);
 
   // ---- first sync: every agent lists its (empty) records and creates its instances' ----------
   const started = Date.now();
@@ -538,6 +597,19 @@ try {
   say(
     `first sync: ${HOSTS * INSTANCES} records created in ${fmt(syncSeconds)} s ` +
       `(${fmt((HOSTS * INSTANCES) / syncSeconds, 0)} creates/s)`,
+  );
+
+  // The probe hosts, started once the fleet's records are there.
+  await Promise.all(
+    probes.map((probe, i) =>
+      probe.ask({
+        kind: 'start',
+        hosts: [[probeNames[i]!, i % 2, hostTokens.get(probeNames[i]!)!]],
+        servers: urls,
+        instances: INSTANCES,
+        sampleEvery: 1,
+      }),
+    ),
   );
 
   // ---- rest: no workload ------------------------------------------------------------------
@@ -650,6 +722,16 @@ try {
       'event → other replica watch p50 / p99, top rate',
       `${fmt(top.latency.p50)} / ${fmt(top.latency.p99)} ms`,
     ],
+    ...(low.probe === null
+      ? []
+      : [
+          [
+            `probe hosts (${PROBE_HOSTS}, an agent process each, ${PROBE_RATE} operations/s each) ` +
+              'event → other replica watch p50 / p99, low / top rate',
+            `${fmt(low.probe.latency.p50)} / ${fmt(low.probe.latency.p99)} ms; ` +
+              `${fmt(top.probe!.latency.p50)} / ${fmt(top.probe!.latency.p99)} ms`,
+          ] as [string, string],
+        ]),
     [
       'of which events alone on their instance / behind its unanswered write, low rate',
       `${fmt(low.alone.p50)} / ${fmt(low.alone.p99)} ms (${low.alone.n}); ` +
@@ -719,7 +801,7 @@ try {
   failed = true;
   console.error(error);
 } finally {
-  await Promise.all([...workers, ...writers].map((worker) => worker.stop()));
+  await Promise.all([...workers, ...probes, ...writers].map((worker) => worker.stop()));
   await Promise.all(replicas.map((replica) => replica.stop()));
   await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   await admin.end({ timeout: 5 });
