@@ -162,8 +162,16 @@ async function probeReports(): Promise<WorkerReport[]> {
 }
 
 async function setProbeRate(perHost: number): Promise<void> {
-  const tickMs = perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
+  const tickMs = workloadTick(perHost);
   await Promise.all(probes.map((probe) => probe.ask({ kind: 'rate', perHost, tickMs })));
+}
+
+/**
+ * How often a host's workload wakes up: often enough to keep its rate, rarely enough that a
+ * thousand hosts' timers do not become the load.
+ */
+function workloadTick(perHost: number): number {
+  return perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
 }
 const writers: AgentProcess[] = [];
 /** The processes the phase under way loads and reads: the agents, or the writer-only hosts. */
@@ -345,9 +353,7 @@ function replicaMeans(from: ReplicaTimes, to: ReplicaTimes): Record<keyof Replic
 
 async function setRate(opsPerSecond: number): Promise<void> {
   const perHost = opsPerSecond / HOSTS;
-  // Each host's workload wakes up often enough to keep its rate, rarely enough that a thousand
-  // hosts' timers do not become the load.
-  const tickMs = perHost > 0 ? Math.max(50, Math.min(1000, 1000 / perHost)) : 0;
+  const tickMs = workloadTick(perHost);
   await Promise.all(group.processes.map((worker) => worker.ask({ kind: 'rate', perHost, tickMs })));
 }
 

@@ -62,10 +62,6 @@ export class ChangeFeed {
     return this.deliveredUpTo;
   }
 
-  get listenerCount(): number {
-    return this.listeners.size;
-  }
-
   get listenerErrors(): number {
     return this.listeners.listenerErrors;
   }
