@@ -2,7 +2,6 @@
 // quarter of a second of CPU (loading undici and compiling its WebAssembly parser), more than
 // the rest of a command together.
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import type { Agent as HttpsAgent } from 'node:https';
 import type { Transport, TransportRequest, TransportResponse } from '../client/index.ts';
 
 export interface NodeHttpOptions {
@@ -22,32 +21,39 @@ export const KEEP_ALIVE_IDLE_MS = 120_000;
 
 type Open = typeof httpRequest;
 
+/** What a request needs of node:http, or of node:https for an https server. */
+interface Protocol {
+  readonly request: Open;
+  readonly Agent: typeof HttpAgent;
+}
+
 export function nodeHttpTransport(options: NodeHttpOptions = {}): Transport {
   const ca = options.ca === undefined ? {} : { ca: options.ca };
-  if (options.keepAlive !== true) {
-    // No agent: a command makes a request or three, and no idle socket may keep it alive.
-    return {
-      send: async (request) => send(request, await opener(request.url), { ...ca, agent: false }),
-    };
-  }
-  let http: HttpAgent | undefined;
-  let https: Promise<HttpsAgent> | undefined;
-  const agentFor = (url: string): HttpAgent | Promise<HttpsAgent> => {
-    if (!url.startsWith('https:')) return (http ??= new HttpAgent(KEEP_ALIVE));
-    https ??= import('node:https').then((m) => new m.Agent(KEEP_ALIVE));
-    return https;
+  // A command has no agent: it makes a request or three, and no idle socket may keep it alive.
+  // A long-running caller has one per protocol, made on its first request.
+  const agents = new Map<Protocol, HttpAgent>();
+  const agentFor = (protocol: Protocol): HttpAgent | false => {
+    if (options.keepAlive !== true) return false;
+    let agent = agents.get(protocol);
+    if (agent === undefined) {
+      agent = new protocol.Agent({ keepAlive: true, timeout: KEEP_ALIVE_IDLE_MS });
+      agents.set(protocol, agent);
+    }
+    return agent;
   };
   return {
-    send: async (request) =>
-      send(request, await opener(request.url), { ...ca, agent: await agentFor(request.url) }),
+    send: async (request) => {
+      const protocol = await protocolOf(request.url);
+      return send(request, protocol.request, { ...ca, agent: agentFor(protocol) });
+    },
   };
 }
 
-const KEEP_ALIVE = { keepAlive: true, timeout: KEEP_ALIVE_IDLE_MS } as const;
+const HTTP: Protocol = { request: httpRequest, Agent: HttpAgent };
 
 /** TLS loads only for an https server. */
-async function opener(url: string): Promise<Open> {
-  return url.startsWith('https:') ? (await import('node:https')).request : httpRequest;
+async function protocolOf(url: string): Promise<Protocol> {
+  return url.startsWith('https:') ? await import('node:https') : HTTP;
 }
 
 async function send(

@@ -489,15 +489,15 @@ describe('the client over node:http', () => {
     const count = () => (connections += 1);
     h.app.server.on('connection', count);
     try {
-      const agent = new HvsyncClient({ server: h.url, keepAlive: true });
+      const longRunning = new HvsyncClient({ server: h.url, keepAlive: true });
       const command = new HvsyncClient({ server: h.url });
       await command.hosts();
       await command.hosts();
       assert.equal(connections, 2, 'a command opens a connection per request');
-      await agent.hosts();
+      await longRunning.hosts();
       // Longer than Node's default agent keeps an idle connection: an agent reports every 10 s.
       await sleep(5_500);
-      await agent.hosts();
+      await longRunning.hosts();
       assert.equal(
         connections,
         3,
